@@ -1,0 +1,125 @@
+"""Readers for measured operator timings in Vidur's profile format (calibration input).
+
+Two CSV kinds exist: `mlp.csv` (per-operator times of one transformer layer's non-attention
+kernels, keyed by num_tokens and the tensor-parallel shard shape) and `all_reduce.csv` (NCCL
+all-reduce time by message size and worker count). Times are in milliseconds in the files and
+seconds here. A malformed file raises TraceFormatError naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from chironsim.errors import TraceFormatError
+
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
+_SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size",
+                  "num_tokens", "num_tensor_parallel_workers")
+_ALL_REDUCE_COLUMNS = ("time_stats.all_reduce.median", "num_workers", "size", "devices_per_node")
+
+
+def _median(op: str) -> str:
+    return f"time_stats.{op}.median"
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Measured timings from several files, tidy and in seconds.
+
+    operators: one row per (file, tp, num_tokens, op) with columns model, tp, tokens, op,
+    seconds, n_head, n_kv_head, n_embd, n_expanded_embd, vocab_size, gated.
+    all_reduce: one row per (workers, devices_per_node, size) with columns workers,
+    devices_per_node, size, seconds.
+    """
+
+    operators: pd.DataFrame
+    all_reduce: pd.DataFrame
+    files: tuple[Path, ...]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, skip_blank_lines=False)
+    except FileNotFoundError:
+        raise TraceFormatError(path, None, "file not found") from None
+    except pd.errors.EmptyDataError:
+        raise TraceFormatError(path, None, "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise TraceFormatError(path, int(match.group(1)) if match else None, f"not a CSV file: {exc}") from None
+
+
+def _numeric(frame: pd.DataFrame, path: Path, columns: tuple[str, ...], positive: tuple[str, ...]) -> pd.DataFrame:
+    """Columns as floats; the first bad cell is reported with its line (header = line 1)."""
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | (values <= 0 if column in positive else values < 0)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            position = frame.columns.get_loc(column) + 1
+            raw = frame[column].iloc[row]
+            need = "a positive number" if column in positive else "a non-negative number"
+            raise TraceFormatError(path, row + 2, f"column {column!r} (column {position}): {raw!r} is not {need}")
+        out[column] = values.astype(float)
+    return out
+
+
+def _operators(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    ops = [op for op in GEMM_OPS + ELEMENTWISE_OPS if _median(op) in frame.columns]
+    times = tuple(_median(op) for op in ops)
+    values = _numeric(frame, path, _SHAPE_COLUMNS + times, positive=_SHAPE_COLUMNS + times)
+    gated = frame["use_gated_mlp"].astype(str).str.lower().eq("true") if "use_gated_mlp" in frame else True
+    # Vidur keeps data/profiling/compute/<gpu>/<org>/<model>/mlp.csv; copies are named <gpu>_<model>_mlp.csv
+    label = path.parent.name if path.stem == "mlp" else re.sub(r"^[a-z0-9]+_|_mlp$", "", path.stem)
+    base = values[list(_SHAPE_COLUMNS)].assign(model=label, gated=gated)
+    base = base.rename(columns={"num_tokens": "tokens", "num_tensor_parallel_workers": "tp"})
+    base = base.astype({"tokens": int, "tp": int})
+    tidy = []
+    for op in ops:
+        tidy.append(base.assign(op=op, seconds=values[_median(op)] * 1e-3))
+    long = pd.concat(tidy, ignore_index=True)
+    # repeated measurements of one shape: keep their median
+    keys = ["model", "tp", "tokens", "op", "n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "gated"]
+    return long.groupby(keys, as_index=False)["seconds"].median()
+
+
+def _all_reduce(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    values = _numeric(frame, path, _ALL_REDUCE_COLUMNS, positive=_ALL_REDUCE_COLUMNS)
+    values = values.rename(columns={"time_stats.all_reduce.median": "seconds", "num_workers": "workers"})
+    values["seconds"] *= 1e-3
+    values = values.astype({"workers": int, "devices_per_node": int})
+    return values.groupby(["workers", "devices_per_node", "size"], as_index=False)["seconds"].median()
+
+
+def read_profiles(paths: list[Path] | list[str]) -> Profiles:
+    """Read Vidur mlp.csv and all_reduce.csv files; the kind is recognised by the columns."""
+    operators, reduces, files = [], [], []
+    for raw in paths:
+        path = Path(raw)
+        frame = _read_csv(path)
+        columns = set(frame.columns)
+        if set(_ALL_REDUCE_COLUMNS) <= columns:
+            reduces.append(_all_reduce(frame, path))
+        elif set(_SHAPE_COLUMNS) <= columns and all(_median(op) in columns for op in GEMM_OPS):
+            operators.append(_operators(frame, path))
+        else:
+            wanted = [c for c in _SHAPE_COLUMNS + tuple(_median(op) for op in GEMM_OPS) if c not in columns]
+            raise TraceFormatError(
+                path, 1,
+                "header is neither a Vidur mlp.csv nor an all_reduce.csv profile; "
+                f"missing columns: {', '.join(wanted)}",
+            )
+        files.append(path)
+    empty_ops = pd.DataFrame(columns=["model", "tp", "tokens", "op", "seconds"])
+    empty_ar = pd.DataFrame(columns=["workers", "devices_per_node", "size", "seconds"])
+    return Profiles(
+        operators=pd.concat(operators, ignore_index=True) if operators else empty_ops,
+        all_reduce=pd.concat(reduces, ignore_index=True) if reduces else empty_ar,
+        files=tuple(files),
+    )

@@ -1,0 +1,153 @@
+"""Calibration: recovers known factors from synthetic profiles, rejects bad files, and the
+shipped defaults are reproducible from the public Vidur profiles."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from chironsim.catalog import get_gpu
+from chironsim.errors import TraceFormatError
+from chironsim.perf import Efficiency
+from chironsim.perf.calibrate import calibrate, calibrate_command, format_report
+
+TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+VIDUR = TRACES / "vidur_profiling"
+A100 = get_gpu("A100-80GB")
+TRUE = {"gemm_compute": 0.65, "gemm_memory": 0.7, "overlap": 0.4, "kernel_floor_s": 4e-6,
+        "elementwise_memory": 0.5, "elementwise_floor_s": 3e-6, "link": 0.6, "allreduce_latency_s": 20e-6}
+TOKENS = sorted({2**i for i in range(13)} | set(range(64, 4097, 192)))
+
+
+def _synthetic_mlp(path: Path, h: int, heads: int, kv_heads: int, inter: int) -> Path:
+    """A Vidur-format mlp.csv whose times follow the model with the TRUE factors (written out
+    independently of chironsim's code so that a units or sharding slip shows up)."""
+    rows = []
+    flops, hbm, b = A100.bf16_flops, A100.hbm_bytes_per_s, 2
+    for tp in (1, 2, 4):
+        hd = h // heads
+        q, kv, i_tp = heads * hd // tp, math.ceil(kv_heads / tp) * hd, inter // tp
+        shapes = {"attn_pre_proj": (h, q + 2 * kv), "attn_post_proj": (q, h),
+                  "mlp_up_proj": (h, 2 * i_tp), "mlp_down_proj": (i_tp, h)}
+        widths = {"input_layernorm": 2 * h, "attn_rope": 2 * (q + kv), "post_attention_layernorm": 2 * h,
+                  "mlp_act": 3 * i_tp, "add": 3 * h}
+        for t in TOKENS:
+            row = {"n_head": heads, "n_kv_head": kv_heads, "n_embd": h, "n_expanded_embd": inter,
+                   "vocab_size": 32000, "use_gated_mlp": True, "num_tokens": t, "num_tensor_parallel_workers": tp}
+            for op, (fan_in, fan_out) in shapes.items():
+                tc = 2 * t * fan_in * fan_out / (flops * TRUE["gemm_compute"])
+                tm = (fan_in * fan_out + t * (fan_in + fan_out)) * b / (hbm * TRUE["gemm_memory"])
+                seconds = max(tc, tm) + TRUE["overlap"] * min(tc, tm) + TRUE["kernel_floor_s"]
+                row[f"time_stats.{op}.median"] = seconds * 1e3
+            for op, width in widths.items():
+                seconds = TRUE["elementwise_floor_s"] + t * width * b / (hbm * TRUE["elementwise_memory"])
+                row[f"time_stats.{op}.median"] = seconds * 1e3
+            rows.append(row)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _synthetic_all_reduce(path: Path) -> Path:
+    rows = []
+    for n in (2, 4, 8):
+        for size in [2**k for k in range(11, 27)] + list(range(2**20, 2**26, 2**22)):
+            seconds = TRUE["allreduce_latency_s"] + 2 * (n - 1) / n * size / (A100.link_bytes_per_s * TRUE["link"])
+            rows.append({"time_stats.all_reduce.median": seconds * 1e3, "rank": 0, "num_workers": n,
+                         "size": size, "collective": "all_reduce", "devices_per_node": n, "max_devices_per_node": 8})
+    pd.DataFrame(rows).to_csv(path)
+    return path
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> list[Path]:
+    return [_synthetic_mlp(tmp_path / "a100_small_mlp.csv", 1024, 8, 2, 2816),
+            _synthetic_mlp(tmp_path / "a100_large_mlp.csv", 4096, 32, 8, 14336),
+            _synthetic_all_reduce(tmp_path / "a100_all_reduce.csv")]
+
+
+def test_calibration_recovers_known_factors(synthetic):
+    report = calibrate(synthetic, A100)
+    fitted = report.efficiency.to_mapping()
+    for name, value in TRUE.items():
+        assert fitted[name] == pytest.approx(value, rel=0.01), name
+    assert report.gemm_errors["max_err_pct"].max() < 0.5
+    assert set(report.gemm_errors["model"]) == {"small", "large"}
+    assert len(report.reference_checks) == 6 and fitted["iteration_overhead_s"] >= 0
+
+
+def test_command_writes_factors_that_load_back(synthetic, tmp_path: Path):
+    target = tmp_path / "fitted.yaml"
+    text = calibrate_command([str(p) for p in synthetic], "a100", str(target))
+    assert "Per-layer linear time" in text and f"wrote {target}" in text
+    document = yaml.safe_load(target.read_text())
+    assert document["generated_by"].startswith("chironsim calibrate a100_small_mlp.csv")
+    assert str(tmp_path) not in target.read_text()  # no machine paths in a file meant for the repo
+    loaded = Efficiency.from_yaml(target)
+    assert loaded.gemm_compute == pytest.approx(TRUE["gemm_compute"], rel=0.01)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_bad_files_name_file_line_and_column(synthetic, tmp_path: Path):
+    good = pd.read_csv(synthetic[0])
+    broken = good.astype({"num_tokens": object})
+    broken.loc[2, "num_tokens"] = "many"
+    bad_cell = tmp_path / "bad_cell.csv"
+    broken.to_csv(bad_cell, index=False)
+    column = list(good.columns).index("num_tokens") + 1
+    with pytest.raises(TraceFormatError, match=rf"bad_cell\.csv:4: column 'num_tokens' \(column {column}\): 'many'"):
+        calibrate([bad_cell], A100)
+
+    missing = tmp_path / "missing.csv"
+    good.drop(columns=["n_head"]).to_csv(missing, index=False)
+    with pytest.raises(TraceFormatError, match=r"missing\.csv:1: .*missing columns: n_head"):
+        calibrate([missing], A100)
+
+    negative = good.copy()
+    negative.loc[0, "time_stats.mlp_up_proj.median"] = -1.0
+    negative.to_csv(tmp_path / "negative.csv", index=False)
+    with pytest.raises(TraceFormatError, match=r"negative\.csv:2: .*mlp_up_proj"):
+        calibrate([tmp_path / "negative.csv"], A100)
+
+    with pytest.raises(TraceFormatError, match="empty"):
+        calibrate([_write(tmp_path / "empty.csv", "")], A100)
+    with pytest.raises(TraceFormatError, match="not found"):
+        calibrate([tmp_path / "absent.csv"], A100)
+    with pytest.raises(TraceFormatError, match=r"ragged\.csv:3"):
+        calibrate([_write(tmp_path / "ragged.csv", "a,b\n1,2\n3,4,5,6\n")], A100)
+
+
+@pytest.fixture(scope="module")
+def vidur_report():
+    files = sorted(VIDUR.glob("a100_*_mlp.csv")) + [VIDUR / "a100_dgx_all_reduce.csv"]
+    if not VIDUR.is_dir() or len(files) < 5:
+        pytest.skip("Vidur A100 profiles not found at ../shared/traces/vidur_profiling (not shipped with the package)")
+    return calibrate(files, A100)
+
+
+def test_fit_to_vidur_profiles_is_accurate(vidur_report):
+    errors = vidur_report.gemm_errors
+    assert len(errors) == 16  # 4 models x TP 1/2/4/8
+    assert errors["mape_pct"].max() < 8.0 and errors["mape_pct"].mean() < 5.0
+    assert errors["mape_small_pct"].max() < 10.0
+    assert vidur_report.heldout_errors["mape_pct"].max() < 8.0
+    chosen = vidur_report.ablation.iloc[-1]
+    assert all(chosen["mape_pct"] < row["mape_pct"] for _, row in vidur_report.ablation.iloc[:-1].iterrows())
+    assert vidur_report.reference_checks["error_pct"].abs().max() < 15.0
+    assert "| Llama-2-7b-hf | 1 |" in format_report(vidur_report)
+
+
+def test_shipped_defaults_are_reproducible(vidur_report):
+    fitted = vidur_report.efficiency.to_mapping()
+    shipped = Efficiency.default().to_mapping()
+    for name, value in shipped.items():
+        assert fitted[name] == pytest.approx(value, rel=0.01), name
+    assert np.isfinite(list(fitted.values())).all()
