@@ -1,0 +1,77 @@
+"""What one run returns in memory and writes to its results folder (DESIGN.md §6)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from chironsim.metrics.records import InstanceRecord, RequestRecord
+from chironsim.metrics.slo import RequestClassSpec
+from chironsim.metrics.store import load_tables, save_result
+from chironsim.metrics.summary import summarize
+from chironsim.metrics.tables import (
+    events_table,
+    instances_table,
+    requests_table,
+    timeseries_table,
+)
+
+
+@dataclass(eq=False)
+class Result:
+    """The tables of one run plus its manifest (resolved config, seed, version, commit, wall time).
+
+    ``eq=False`` because DataFrames have no single truth value; compare tables with
+    ``pandas.testing.assert_frame_equal``.
+    """
+
+    requests: pd.DataFrame
+    instances: pd.DataFrame
+    timeseries: pd.DataFrame
+    events: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_records(
+        cls,
+        requests: Iterable[RequestRecord],
+        instances: Iterable[InstanceRecord],
+        timeseries: Iterable[Mapping[str, object]],
+        events: Iterable[Mapping[str, object]],
+        *,
+        classes: Mapping[str, RequestClassSpec],
+        duration_s: float,
+        price_per_gpu_hour: Mapping[str, float],
+        manifest: dict | None = None,
+    ) -> Result:
+        """Build every table, the summary included, from what the simulator collected."""
+        req = requests_table(requests)
+        inst = instances_table(instances)
+        return cls(
+            requests=req,
+            instances=inst,
+            timeseries=timeseries_table(timeseries),
+            events=events_table(events),
+            summary=summarize(req, inst, classes, duration_s, price_per_gpu_hour),
+            manifest=dict(manifest or {}),
+        )
+
+    def save(self, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> Path:
+        """Write the results folder atomically (see :mod:`chironsim.metrics.store`)."""
+        return save_result(self, out_dir, fmt)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Result:
+        """Read a results folder written by :meth:`save` (Parquet or CSV)."""
+        tables, manifest = load_tables(path)
+        return cls(**tables, manifest=manifest)
+
+
+def load_result(path: str | os.PathLike[str]) -> Result:
+    """Same as :meth:`Result.load`."""
+    return Result.load(path)

@@ -1,0 +1,199 @@
+"""Result folders on disk: five tables (Parquet, or CSV on request) and ``manifest.json``.
+
+A folder is written atomically. Everything goes into a hidden temporary sibling first, and only
+a complete folder is renamed into place; an existing result folder is moved aside, replaced and
+then deleted, and put back if the replacement fails. A crash therefore leaves either the old
+folder, the new one, or a hidden ``.NAME.tmp-*``/``.NAME.old-*`` sibling — never a half-written
+folder under the real name. Sweeps rely on this: "the folder exists" means "the run finished".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from chironsim.errors import ChironError, ConfigError
+from chironsim.metrics.summary import SUMMARY_SCHEMA
+from chironsim.metrics.tables import (
+    BOOL,
+    EVENTS_SCHEMA,
+    FLOAT,
+    INSTANCES_SCHEMA,
+    INT,
+    REQUESTS_SCHEMA,
+    TIMESERIES_SCHEMA,
+    Schema,
+    conform,
+)
+
+#: Table name → schema, in the order they are written.
+SCHEMAS: dict[str, Schema] = {
+    "requests": REQUESTS_SCHEMA,
+    "instances": INSTANCES_SCHEMA,
+    "timeseries": TIMESERIES_SCHEMA,
+    "events": EVENTS_SCHEMA,
+    "summary": SUMMARY_SCHEMA,
+}
+TABLES = tuple(SCHEMAS)
+MANIFEST = "manifest.json"
+FORMATS = ("parquet", "csv")
+
+
+class ResultLike(Protocol):
+    """What :func:`save_result` needs; :class:`chironsim.experiments.result.Result` is one."""
+
+    requests: pd.DataFrame
+    instances: pd.DataFrame
+    timeseries: pd.DataFrame
+    events: pd.DataFrame
+    summary: pd.DataFrame
+    manifest: dict
+
+
+def save_result(result: ResultLike, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> Path:
+    """Write ``result`` to ``out_dir`` atomically and return the folder's path.
+
+    An existing ``out_dir`` is replaced only if it is a result folder (has ``manifest.json``)
+    or empty, so a mistyped ``--out`` cannot delete unrelated files.
+    """
+    if fmt not in FORMATS:
+        raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tables = {name: conform(getattr(result, name), SCHEMAS[name], name) for name in TABLES}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name, frame in tables.items():
+            _write_table(frame, tmp / f"{name}.{fmt}", fmt)
+        _write_manifest(result.manifest, tmp / MANIFEST)
+        _fsync(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def is_result_dir(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a complete result folder (every table and the manifest present)."""
+    p = Path(path)
+    return (p / MANIFEST).is_file() and all(_table_path(p, name) is not None for name in TABLES)
+
+
+def load_tables(path: str | os.PathLike[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Read a result folder back: ``({table name: DataFrame}, manifest)`` with schema dtypes."""
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        raise ChironError(f"{p}: not a chironsim result folder (no {MANIFEST})")
+    tables = {}
+    for name in TABLES:
+        file = _table_path(p, name)
+        if file is None:
+            raise ChironError(f"{p}: result folder lacks the {name} table")
+        tables[name] = _read_table(file, SCHEMAS[name], name)
+    with open(p / MANIFEST, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    return tables, manifest
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ChironError(f"{out}: exists and is not a folder; refusing to write results there")
+    if not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise ChironError(
+            f"{out}: folder exists and is not a chironsim result folder; refusing to replace it"
+        )
+
+
+def _move_into_place(new: Path, out: Path) -> None:
+    if not out.exists():
+        os.rename(new, out)
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    previous = holder / "previous"
+    os.rename(out, previous)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(previous, out)
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+def _table_path(folder: Path, name: str) -> Path | None:
+    for fmt in FORMATS:
+        candidate = folder / f"{name}.{fmt}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _write_table(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    if fmt == "parquet":
+        frame.to_parquet(path, engine="pyarrow", index=False)
+    else:
+        frame.to_csv(path, index=False)
+    _fsync(path)
+
+
+def _read_table(path: Path, schema: Schema, name: str) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path, engine="pyarrow")
+    else:
+        # Only numeric columns may hold NaN; an empty string stays an empty string (e.g. the
+        # ``instances`` of a rejected request), so NaN parsing is switched on per column.
+        dtypes = {col: _CSV_DTYPE.get(kind, str) for col, kind in schema}
+        na = {col: ["", "nan", "NaN"] for col, kind in schema if kind == FLOAT}
+        frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=na)
+    return conform(frame, schema, name)
+
+
+_CSV_DTYPE = {INT: "int64", FLOAT: "float64", BOOL: "bool"}
+
+
+def _write_manifest(manifest: Mapping[str, Any], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2, default=_json_default)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _json_default(value: object) -> object:
+    """Manifests carry config values that may be numpy scalars, paths or sets."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"manifest value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or folder entry to disk, so a power loss cannot reorder it after the rename."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

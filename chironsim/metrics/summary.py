@@ -1,0 +1,144 @@
+"""The summary table: per request class SLO attainment, latency percentiles and throughput, plus
+the cluster's cost columns. It is the table people compare across policies and that regression
+checks pin, so every column is defined once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from chironsim.errors import ConfigError, UnknownNameError
+from chironsim.metrics.records import FINISHED, REJECTED, UNFINISHED
+from chironsim.metrics.slo import RequestClassSpec
+from chironsim.metrics.tables import FLOAT, INT, STR, Schema, conform
+
+#: Name of the row that aggregates every class; a request class may therefore not be called so.
+ALL = "all"
+
+PERCENTILES = (50, 90, 99)
+LATENCY_METRICS = ("ttft", "tpot", "e2e")
+
+SUMMARY_SCHEMA: Schema = (
+    ("request_class", STR),
+    ("requests", INT),
+    ("finished", INT),
+    ("rejected", INT),
+    ("unfinished", INT),
+    ("slo_met", INT),
+    ("slo_attainment", FLOAT),
+    *((f"{m}_p{p}", FLOAT) for m in LATENCY_METRICS for p in PERCENTILES),
+    *((f"{m}_mean", FLOAT) for m in LATENCY_METRICS),
+    ("throughput_rps", FLOAT),
+    ("output_tokens_per_s", FLOAT),
+    ("gpu_hours", FLOAT),
+    ("cost_usd", FLOAT),
+    ("goodput_tokens_per_gpu_hour", FLOAT),
+)
+
+
+def summarize(
+    requests: pd.DataFrame,
+    instances: pd.DataFrame,
+    classes: Mapping[str, RequestClassSpec],
+    duration_s: float,
+    price_per_gpu_hour: Mapping[str, float],
+) -> pd.DataFrame:
+    """One row per request class (config order, then any class only the data names), then ``all``.
+
+    Per-class columns (the ``all`` row computes them over every request):
+
+    - ``request_class``: the class name, or ``"all"``.
+    - ``requests``: arrivals of the class; every arrival ends in exactly one terminal state, so
+      ``requests == finished + rejected + unfinished``.
+    - ``finished``, ``rejected``, ``unfinished``: arrivals by terminal state (``unfinished``:
+      still in the system when the horizon ended).
+    - ``slo_met``: requests that finished and met every bound of their class's SLO.
+    - ``slo_attainment``: ``slo_met / requests`` — rejected and unfinished requests count as
+      misses, so a policy cannot look good by refusing work. NaN for a class with no arrivals.
+    - ``{ttft,tpot,e2e}_p{50,90,99}``: percentiles (numpy's default linear interpolation) in
+      seconds over *finished* requests whose value is defined (``tpot`` is undefined for
+      one-token answers); NaN when there is none.
+    - ``{ttft,tpot,e2e}_mean``: the mean over the same requests, NaN when none.
+    - ``throughput_rps``: finished requests ÷ ``duration_s``.
+    - ``output_tokens_per_s``: tokens generated for the class's requests (including partial
+      answers of unfinished ones) ÷ ``duration_s``.
+
+    Cluster columns, identical on every row so that any single row is self-contained:
+
+    - ``gpu_hours``: Σ instance ``gpu_seconds`` ÷ 3600 (``gpu_seconds`` already counts every GPU
+      of an instance, billed from provisioning to stop).
+    - ``cost_usd``: Σ ``gpu_seconds`` ÷ 3600 × ``price_per_gpu_hour[gpu]`` of each instance.
+    - ``goodput_tokens_per_gpu_hour``: output tokens of SLO-meeting requests (all classes) ÷
+      ``gpu_hours``; NaN when no GPU time was billed.
+
+    Raises :class:`UnknownNameError` when an instance's GPU has no price, and
+    :class:`ConfigError` when a class is named ``"all"``.
+    """
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s!r}")
+    if ALL in classes:
+        raise ConfigError(f"request class name {ALL!r} is reserved for the summary's total row")
+
+    class_col = requests["request_class"].astype(str)
+    data_only = sorted(set(class_col) - set(classes))
+    if ALL in data_only:
+        raise ConfigError(f"request class name {ALL!r} is reserved for the summary's total row")
+
+    cluster = _cluster_columns(requests, instances, price_per_gpu_hour)
+    rows = [
+        {
+            "request_class": name,
+            **_class_columns(requests[class_col == name], duration_s),
+            **cluster,
+        }
+        for name in [*classes, *data_only]
+    ]
+    rows.append({"request_class": ALL, **_class_columns(requests, duration_s), **cluster})
+    return conform(pd.DataFrame.from_records(rows), SUMMARY_SCHEMA, "summary")
+
+
+def _class_columns(reqs: pd.DataFrame, duration_s: float) -> dict[str, float | int]:
+    status = reqs["status"].astype(str)
+    done = reqs[status == FINISHED]
+    cols: dict[str, float | int] = {
+        "requests": len(reqs),
+        "finished": len(done),
+        "rejected": int((status == REJECTED).sum()),
+        "unfinished": int((status == UNFINISHED).sum()),
+        "slo_met": int(reqs["slo_met"].sum()),
+    }
+    cols["slo_attainment"] = cols["slo_met"] / len(reqs) if len(reqs) else float("nan")
+    for metric in LATENCY_METRICS:
+        values = done[metric].to_numpy(dtype=float)
+        values = values[~np.isnan(values)]
+        if len(values):
+            pcts = np.percentile(values, PERCENTILES)
+            mean = float(values.mean())
+        else:
+            pcts = [float("nan")] * len(PERCENTILES)
+            mean = float("nan")
+        for p, v in zip(PERCENTILES, pcts):
+            cols[f"{metric}_p{p}"] = float(v)
+        cols[f"{metric}_mean"] = mean
+    cols["throughput_rps"] = len(done) / duration_s
+    cols["output_tokens_per_s"] = float(reqs["generated_tokens"].sum()) / duration_s
+    return cols
+
+
+def _cluster_columns(
+    requests: pd.DataFrame, instances: pd.DataFrame, price_per_gpu_hour: Mapping[str, float]
+) -> dict[str, float]:
+    gpus = instances["gpu"].astype(str)
+    unpriced = sorted(set(gpus) - set(price_per_gpu_hour))
+    if unpriced:
+        raise UnknownNameError("GPU price", unpriced[0], list(price_per_gpu_hour))
+    hours = instances["gpu_seconds"].to_numpy(dtype=float) / 3600.0
+    gpu_hours = float(hours.sum())
+    prices = np.array([price_per_gpu_hour[g] for g in gpus], dtype=float)
+    cost = float((hours * prices).sum())
+    good_tokens = float(requests.loc[requests["slo_met"].astype(bool), "generated_tokens"].sum())
+    goodput = good_tokens / gpu_hours if gpu_hours > 0 else float("nan")
+    return {"gpu_hours": gpu_hours, "cost_usd": cost, "goodput_tokens_per_gpu_hour": goodput}

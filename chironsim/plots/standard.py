@@ -1,0 +1,54 @@
+"""The fixed set of PNGs a run writes next to its tables (``chironsim run`` / ``plot``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from chironsim.plots.figures import (
+    instances_over_time,
+    kv_utilization_over_time,
+    latency_cdf,
+    queue_over_time,
+)
+
+if TYPE_CHECKING:
+    from chironsim.metrics.store import ResultLike
+
+FIGSIZE = (7.0, 4.5)
+DPI = 110
+
+
+def write_standard_plots(result: ResultLike, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write latency CDFs (TTFT, TPOT, E2E), instances, queue and KV utilisation over time.
+
+    Returns the paths written, in that order. Uses the Agg canvas directly: no window, no
+    pyplot state, nothing left open.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    drawings: list[tuple[str, Callable[[Axes], Axes]]] = [
+        *(
+            (f"latency_cdf_{m}.png", lambda ax, m=m: latency_cdf(result.requests, ax, m))
+            for m in ("ttft", "tpot", "e2e")
+        ),
+        ("instances.png", lambda ax: instances_over_time(result.timeseries, ax)),
+        ("queue.png", lambda ax: queue_over_time(result.timeseries, ax)),
+        ("kv_utilization.png", lambda ax: kv_utilization_over_time(result.timeseries, ax)),
+    ]
+    written = []
+    for name, draw in drawings:
+        fig = Figure(figsize=FIGSIZE, dpi=DPI)
+        FigureCanvasAgg(fig)
+        draw(fig.add_subplot())
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path)
+        written.append(path)
+    return written
