@@ -1,0 +1,26 @@
+"""The ``static`` baseline: pools keep the sizes the cluster config gives them.
+
+It isolates routing from scaling: comparing static runs with different routers, or with a
+scaling policy at the same mean capacity, shows what each contributes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from chironsim.config_base import StrictModel
+from chironsim.policies.bundle import PolicyBundle
+from chironsim.policies.routers import RouterConfig, build_router
+
+
+class StaticPolicyConfig(StrictModel):
+    """``policy: {kind: static, router: {kind: round_robin}}``; no autoscaler."""
+
+    kind: Literal["static"] = "static"
+    router: RouterConfig = RouterConfig()
+
+
+def build_static(cfg: StaticPolicyConfig, rng: np.random.Generator) -> PolicyBundle:
+    return PolicyBundle(router=build_router(cfg.router, rng), autoscalers=[], name=cfg.kind)
