@@ -1,0 +1,264 @@
+"""The cluster: pools of instances, routing, cold starts, and applying policy actions.
+
+The cluster is the only place where policies meet the simulation: it builds frozen views for
+them and turns the actions they return into lifecycle changes, logging each as an event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import simpy
+
+from chironsim.catalog import GPU, Model, get_gpu, get_model
+from chironsim.metrics.records import InstanceRecord
+from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
+from chironsim.perf.roofline import IterationTimeModel
+from chironsim.perf.transfer import swap_time
+from chironsim.policies.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.policies.base import Router
+from chironsim.policies.observation import (
+    DRAINING, LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
+)
+from chironsim.sim import request as rq
+from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.instance import Instance
+from chironsim.sim.request import Request
+from chironsim.sim.weight_store import WeightStore
+
+GIB = 1024**3
+
+
+@dataclass
+class PoolSpec:
+    """A pool's resolved hardware, model and engine; what every instance in it is built from."""
+
+    name: str
+    config: PoolConfig
+    gpu: GPU
+    model: Model
+    tp: int
+    engine: EngineConfig
+    iteration_time: Callable
+    kv_capacity_blocks: int
+    host_capacity_blocks: int
+    swap_seconds_per_block: float
+
+    @classmethod
+    def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig) -> "PoolSpec":
+        gpu = get_gpu(pool.gpu or cluster.gpu)
+        model = get_model(pool.model or cluster.model)
+        engine = pool.engine or cluster.engine
+        reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
+        capacity = kv_capacity_blocks(
+            model, gpu, pool.tp, engine.gpu_memory_utilization, engine.block_size, reserve
+        )
+        block_bytes = kv_block_bytes(model, engine.block_size, pool.tp)
+        host_blocks = int(engine.swap_space_gb * GIB * pool.tp // block_bytes)
+        perf = IterationTimeModel(model, gpu, pool.tp)
+        return cls(
+            name=name, config=pool, gpu=gpu, model=model, tp=pool.tp, engine=engine,
+            iteration_time=perf.iteration_time, kv_capacity_blocks=capacity,
+            host_capacity_blocks=host_blocks,
+            swap_seconds_per_block=swap_time(1, block_bytes, gpu, pool.tp),
+        )
+
+
+class Cluster:
+    """Pools of instances behind a router, scaled by the policy's actions."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        config: ClusterConfig,
+        router: Router,
+        on_request_done: Callable[[Request, str, str], None],
+        log_event: Callable[..., None],
+    ) -> None:
+        self.env = env
+        self.config = config
+        self.router = router
+        self._on_request_done = on_request_done
+        self._log = log_event
+        self.pools: dict[str, PoolSpec] = {
+            name: PoolSpec.resolve(name, pool, config) for name, pool in config.pools.items()
+        }
+        self.instances: dict[str, list[Instance]] = {name: [] for name in self.pools}
+        self.queues: dict[str, deque[Request]] = {name: deque() for name in self.pools}
+        self.instance_records: list[InstanceRecord] = []
+        self.store = WeightStore(env, config.lifecycle.load_bandwidth_gbps * 1e9)
+        self._by_id: dict[str, Instance] = {}
+        self._counter = 0
+        self._class_pools: dict[str, list[str]] = {}
+        for name, spec in self.pools.items():
+            for _ in range(spec.config.instances):
+                self._new_instance(name).start()
+
+    # --- instances ------------------------------------------------------------------------
+    def _new_instance(self, pool: str) -> Instance:
+        spec = self.pools[pool]
+        instance_id = f"{pool}-{self._counter}"
+        self._counter += 1
+        inst = Instance(
+            self.env, self, instance_id, pool, spec.engine, spec.iteration_time,
+            spec.kv_capacity_blocks, spec.host_capacity_blocks, spec.swap_seconds_per_block,
+            spec.model.max_context, spec.tp,
+        )
+        self.instances[pool].append(inst)
+        self._by_id[instance_id] = inst
+        return inst
+
+    def _cold_start(self, inst: Instance) -> simpy.events.Process:
+        def lifecycle():
+            life = self.config.lifecycle
+            yield self.env.timeout(life.provision_s)
+            if inst.state != PROVISIONING:
+                return
+            inst.set_loading()
+            yield self.store.load(self.pools[inst.pool].model.weight_bytes())
+            yield self.env.timeout(life.engine_startup_s)
+            if inst.state != LOADING:
+                return
+            inst.start()
+            self._log("instance_ready", inst.pool, inst.instance_id, -1, "cold start done", "")
+            self._dispatch_queue(inst.pool)
+        return self.env.process(lifecycle())
+
+    def instance_stopped(self, inst: Instance) -> None:
+        """Bill the instance and forget it."""
+        spec = self.pools[inst.pool]
+        self.instances[inst.pool].remove(inst)
+        del self._by_id[inst.instance_id]
+        self.instance_records.append(self._record(inst, spec, inst.stop_time))
+        self._log("instance_stopped", inst.pool, inst.instance_id, -1, "drained", "")
+
+    def _record(self, inst: Instance, spec: PoolSpec, stop: float) -> InstanceRecord:
+        return InstanceRecord(
+            instance_id=inst.instance_id, pool=inst.pool, gpu=spec.gpu.name,
+            model=spec.model.name, tp=spec.tp, num_gpus=spec.tp,
+            provision_time=inst.provision_time, ready_time=inst.ready_time,
+            drain_time=inst.drain_time, stop_time=stop,
+            gpu_seconds=(stop - inst.provision_time) * spec.tp,
+            tokens_prefilled=inst.tokens_prefilled, tokens_generated=inst.tokens_generated,
+            requests_finished=inst.requests_finished, iterations=inst.step,
+            busy_seconds=inst.busy_seconds,
+        )
+
+    def live_instances(self) -> list[Instance]:
+        return [inst for pool in self.instances.values() for inst in pool]
+
+    # --- requests -------------------------------------------------------------------------
+    def pools_for(self, request_class: str) -> list[str]:
+        pools = self._class_pools.get(request_class)
+        if pools is None:
+            pools = [n for n, s in self.pools.items()
+                     if s.config.classes is None or request_class in s.config.classes]
+            self._class_pools[request_class] = pools
+        return pools
+
+    def submit(self, req: Request) -> None:
+        """Route an arriving request, or hold it in its pool's queue until an instance is ready."""
+        pools = self.pools_for(req.request_class)
+        if not pools:
+            self.request_done(req, "rejected", f"no pool serves class {req.request_class!r}")
+            return
+        now = self.env.now
+        candidates = [inst for p in pools for inst in self.instances[p] if inst.state == READY]
+        if not candidates:
+            req.phase = rq.QUEUED
+            self.queues[pools[0]].append(req)
+            return
+        self._place(req, candidates, now)
+
+    def _place(self, req: Request, candidates: Sequence[Instance], now: float) -> None:
+        views = [inst.view(now) for inst in candidates]
+        view = RequestView(req.request_id, req.request_class, req.priority,
+                           req.prompt_tokens, req.output_tokens, req.arrival)
+        chosen = self.router.route(view, views)
+        if chosen is None:
+            req.phase = rq.QUEUED
+            self.queues[candidates[0].pool].append(req)
+            return
+        self._by_id[chosen].enqueue(req)
+
+    def _dispatch_queue(self, pool: str) -> None:
+        queue = self.queues[pool]
+        now = self.env.now
+        while queue:
+            candidates = [inst for inst in self.instances[pool] if inst.state == READY]
+            if not candidates:
+                return
+            self._place(queue.popleft(), candidates, now)
+
+    def request_done(self, req: Request, status: str, reason: str = "") -> None:
+        if status == "rejected":
+            self._log("reject", req.instance.pool if req.instance else "", 
+                      req.instance.instance_id if req.instance else "", req.request_id, reason, "")
+        self._on_request_done(req, status, reason)
+
+    def log_event(self, kind: str, inst: Instance, req: Request | None, reason: str) -> None:
+        self._log(kind, inst.pool, inst.instance_id, -1 if req is None else req.request_id, reason, "")
+
+    # --- policy interface -----------------------------------------------------------------
+    def view(self) -> ClusterView:
+        now = self.env.now
+        pools = {}
+        for name, spec in self.pools.items():
+            pools[name] = PoolView(
+                name=name,
+                instances=tuple(inst.view(now) for inst in self.instances[name]),
+                queued=len(self.queues[name]),
+                min_instances=spec.config.min_instances,
+                max_instances=spec.config.max_instances,
+            )
+        return ClusterView(time=now, pools=pools)
+
+    def apply(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            if isinstance(action, ScaleTo):
+                self._scale_to(action)
+            elif isinstance(action, Drain):
+                inst = self._by_id.get(action.instance_id)
+                if inst is not None and inst.state != STOPPED:
+                    self._log("scale_down", inst.pool, inst.instance_id, -1, action.reason, "drain")
+                    inst.drain()
+            elif isinstance(action, SetMaxNumSeqs):
+                inst = self._by_id.get(action.instance_id)
+                if inst is not None and inst.max_num_seqs != action.max_num_seqs:
+                    self._log("set_max_num_seqs", inst.pool, inst.instance_id, -1, action.reason,
+                              f"{inst.max_num_seqs}->{action.max_num_seqs}")
+                    inst.set_max_num_seqs(action.max_num_seqs)
+            else:
+                raise TypeError(f"unknown action {action!r}")
+
+    def _scale_to(self, action: ScaleTo) -> None:
+        spec = self.pools[action.pool]
+        target = min(max(action.instances, spec.config.min_instances), spec.config.max_instances)
+        active = [i for i in self.instances[action.pool] if i.state in (PROVISIONING, LOADING, READY)]
+        if target > len(active):
+            for _ in range(target - len(active)):
+                inst = self._new_instance(action.pool)
+                self._log("scale_up", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")
+                self._cold_start(inst)
+        elif target < len(active):
+            # Cancel cold starts first (cheapest), then drain the least loaded ready instances.
+            order = sorted(active, key=lambda i: (i.state == READY, len(i.held_requests()),
+                                                  -i.provision_time))
+            for inst in order[: len(active) - target]:
+                self._log("scale_down", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")
+                inst.drain()
+
+    # --- end of run -----------------------------------------------------------------------
+    def finalize(self, end: float) -> list[Request]:
+        """Bill live instances up to ``end`` and return every request still held anywhere."""
+        held: list[Request] = []
+        for pool, queue in self.queues.items():
+            held.extend(queue)
+        for inst in self.live_instances():
+            inst.settle_at(end)
+            held.extend(inst.held_requests())
+            self.instance_records.append(self._record(inst, self.pools[inst.pool], end))
+        return held

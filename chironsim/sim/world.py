@@ -1,0 +1,177 @@
+"""One simulation run: the SimPy environment, the arrival process, policy ticks and sampling.
+
+Owns everything that is per-run (clock, id counter, random streams), so two simulations in one
+process never interfere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+
+import simpy
+
+from chironsim.metrics.records import FINISHED, REJECTED, UNFINISHED, RequestRecord
+from chironsim.metrics.slo import RequestClassSpec, slo_met
+from chironsim.policies.base import Autoscaler, Router
+from chironsim.policies.observation import DRAINING, LOADING, PROVISIONING, READY
+from chironsim.sim.cluster import Cluster
+from chironsim.sim.config import ClusterConfig
+from chironsim.sim.request import Request
+from chironsim.workload.spec import RequestSpec
+
+
+class Simulation:
+    """Replays a workload through a cluster under a policy and collects raw outcomes."""
+
+    def __init__(
+        self,
+        cluster_config: ClusterConfig,
+        classes: Mapping[str, RequestClassSpec],
+        workload: Iterator[RequestSpec],
+        router: Router,
+        autoscalers: list[Autoscaler],
+        duration_s: float | None,
+        drain_s: float,
+        sample_interval_s: float,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.env = simpy.Environment()
+        self.classes = dict(classes)
+        self.workload = workload
+        self.autoscalers = autoscalers
+        self.duration_s = duration_s
+        self.drain_s = drain_s
+        self.sample_interval_s = sample_interval_s
+        self.progress = progress
+        self.request_records: list[RequestRecord] = []
+        self.events: list[dict] = []
+        self.timeseries: list[dict] = []
+        self.arrived = 0
+        self.terminal = 0
+        self.last_arrival = 0.0
+        self._arrivals_done = False
+        self._all_done = self.env.event()
+        self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self._log)
+        self._tokens_at_last_sample: dict[str, int] = {}
+        self._stopped_tokens: dict[str, int] = {name: 0 for name in self.cluster.pools}
+
+    # --- processes ------------------------------------------------------------------------
+    def _arrivals(self):
+        env = self.env
+        next_id = 0
+        for spec in self.workload:
+            if self.duration_s is not None and spec.arrival >= self.duration_s:
+                break
+            if spec.arrival > env.now:
+                yield env.timeout(spec.arrival - env.now)
+            cls = self.classes[spec.request_class]
+            req = Request(next_id, spec, cls.priority)
+            next_id += 1
+            self.arrived += 1
+            self.last_arrival = spec.arrival
+            self.cluster.submit(req)
+        self._arrivals_done = True
+        self._check_done()
+
+    def _ticker(self, autoscaler: Autoscaler):
+        while True:
+            yield self.env.timeout(autoscaler.interval)
+            self.cluster.apply(autoscaler.on_tick(self.cluster.view()))
+
+    def _sampler(self):
+        while True:
+            self._sample()
+            yield self.env.timeout(self.sample_interval_s)
+
+    def _sample(self) -> None:
+        now = self.env.now
+        for name in self.cluster.pools:
+            insts = self.cluster.instances[name]
+            views = [inst.view(now) for inst in insts]
+            ready = [v for v in views if v.state == READY]
+            tokens = self._stopped_tokens[name] + sum(v.tokens_generated for v in views)
+            previous = self._tokens_at_last_sample.get(name, 0)
+            self._tokens_at_last_sample[name] = tokens
+            self.timeseries.append({
+                "time": now,
+                "pool": name,
+                "provisioning": sum(v.state == PROVISIONING for v in views),
+                "loading": sum(v.state == LOADING for v in views),
+                "ready": len(ready),
+                "draining": sum(v.state == DRAINING for v in views),
+                "waiting": sum(v.waiting for v in views) + len(self.cluster.queues[name]),
+                "running": sum(v.running for v in views),
+                "kv_utilization": (sum(v.kv_utilization for v in ready) / len(ready)) if ready else math.nan,
+                "max_num_seqs": (sum(v.max_num_seqs for v in ready) / len(ready)) if ready else math.nan,
+                "tokens_per_s": (tokens - previous) / self.sample_interval_s if now > 0 else 0.0,
+            })
+
+    # --- callbacks ------------------------------------------------------------------------
+    def _request_done(self, req: Request, status: str, reason: str = "") -> None:
+        self.request_records.append(self._record(req, status))
+        self.terminal += 1
+        self._check_done()
+
+    def _log(self, kind: str, pool: str, instance_id: str, request_id: int, reason: str, detail: str) -> None:
+        if kind == "instance_stopped":
+            inst_tokens = self.cluster.instance_records[-1].tokens_generated
+            self._stopped_tokens[pool] += inst_tokens
+        self.events.append({"time": self.env.now, "kind": kind, "pool": pool,
+                            "instance_id": instance_id, "request_id": request_id,
+                            "reason": reason, "detail": detail})
+
+    def _check_done(self) -> None:
+        if self._arrivals_done and self.terminal == self.arrived and not self._all_done.triggered:
+            self._all_done.succeed()
+
+    def _record(self, req: Request, status: str) -> RequestRecord:
+        finished = status == FINISHED
+        ttft = req.first_token_time - req.arrival
+        e2e = req.finish_time - req.arrival if finished else math.nan
+        tpot = ((req.finish_time - req.first_token_time) / (req.generated - 1)
+                if finished and req.generated > 1 else math.nan)
+        met = slo_met(self.classes[req.request_class].slo, finished, ttft, tpot, req.itl_max,
+                      e2e, req.finish_time, req.deadline)
+        return RequestRecord(
+            request_id=req.request_id, request_class=req.request_class, arrival=req.arrival,
+            prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
+            generated_tokens=req.generated, status=status,
+            first_token_time=req.first_token_time, finish_time=req.finish_time,
+            ttft=ttft, tpot=tpot, itl_max=req.itl_max, e2e=e2e, deadline=req.deadline,
+            preemptions=req.preemptions, migrations=req.migrations, evictions=req.evictions,
+            instances=";".join(req.instances), slo_met=met,
+        )
+
+    # --- running --------------------------------------------------------------------------
+    def run(self) -> float:
+        """Run to completion; returns the simulated end time."""
+        env = self.env
+        env.process(self._arrivals())
+        for scaler in self.autoscalers:
+            env.process(self._ticker(scaler))
+        env.process(self._sampler())
+        # Not before the observation window closes, not after the drain allowance.
+        floor = self.duration_s or 0.0
+        while True:
+            ceiling = (self.duration_s if self.duration_s is not None else self.last_arrival) + self.drain_s
+            if self._arrivals_done:
+                limit = env.timeout(max(0.0, ceiling - env.now))
+                env.run(until=self._all_done | limit)
+                break
+            env.run(until=env.timeout(min(60.0, max(ceiling - env.now, 1e-9))))
+            if self.progress:
+                self.progress(env.now)
+            if env.now >= ceiling and self.duration_s is not None:
+                break
+        if env.now < floor:
+            env.run(until=floor)
+        end = env.now
+        if self.progress:
+            self.progress(end)
+        for req in self.cluster.finalize(end):
+            req_status = UNFINISHED
+            self.request_records.append(self._record(req, req_status))
+            self.terminal += 1
+        self.request_records.sort(key=lambda r: r.request_id)
+        return end
