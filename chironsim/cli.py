@@ -1,0 +1,125 @@
+"""The ``chironsim`` command.
+
+User mistakes (a bad key, a missing file, a malformed trace line) print one ``error:`` block
+and exit with status 2; nothing is written. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from chironsim.errors import ChironError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from chironsim.experiments.config import load_config
+    from chironsim.experiments.runner import run
+    from chironsim.metrics.format import format_summary
+    from chironsim.plots import write_standard_plots
+
+    overrides = list(args.set or [])
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config, base_dir = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path("results") / config.name
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="sim s", desc=config.name, file=sys.stderr,
+                   bar_format="{desc}: {n:.0f} simulated s [{elapsed}, {rate_fmt}]")
+
+    def progress(now: float, _estimate: float) -> None:
+        if bar is not None:
+            bar.update(now - bar.n)
+
+    try:
+        result = run(config, base_dir, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    fmt = args.format or config.output.format
+    path = result.save(out, fmt=fmt)
+    if config.output.plots and not args.no_plots:
+        write_standard_plots(result, path / "plots")
+    print(format_summary(result.summary))
+    m = result.manifest
+    print(f"\n{m['requests']} requests, {m['sim_end_s']:.0f} simulated s in "
+          f"{m['wall_seconds']:.1f} wall s; results in {path}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from chironsim.perf.calibrate import calibrate_command
+
+    print(calibrate_command(args.profiles, args.gpu, args.write))
+    return 0
+
+
+def _cmd_traces(args: argparse.Namespace) -> int:
+    from chironsim.workload import tracetools
+
+    if args.traces_cmd == "stats":
+        stats = tracetools.trace_stats(Path(args.path), args.format)
+        width = max(len(k) for k in stats)
+        for key, value in stats.items():
+            print(f"{key:<{width}}  {value}")
+    elif args.traces_cmd == "download":
+        path = tracetools.download_trace(args.name, Path(args.dest))
+        print(f"downloaded {args.name} to {path}")
+    elif args.traces_cmd == "list":
+        for name, entry in tracetools.known_traces().items():
+            print(f"{name:<24} {entry}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chironsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="simulate one scenario and write its results")
+    p_run.add_argument("config", help="scenario YAML file")
+    p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key (dotted path), e.g. cluster.pools.default.instances=8")
+    p_run.add_argument("--out", help="results folder (default results/<name>)")
+    p_run.add_argument("--seed", type=int, help="random seed (overrides the config's)")
+    p_run.add_argument("--format", choices=["parquet", "csv"], help="table format")
+    p_run.add_argument("--no-plots", action="store_true", help="skip the standard figures")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_run.set_defaults(func=_cmd_run)
+
+    p_cal = sub.add_parser("calibrate", help="fit roofline efficiency factors to measured profiles")
+    p_cal.add_argument("profiles", nargs="+", help="Vidur-format per-operator profile CSVs")
+    p_cal.add_argument("--gpu", default="a100-80gb", help="GPU the profiles were measured on")
+    p_cal.add_argument("--write", help="write the fitted factors to this YAML file")
+    p_cal.set_defaults(func=_cmd_calibrate)
+
+    p_tr = sub.add_parser("traces", help="inspect or download workload traces")
+    tsub = p_tr.add_subparsers(dest="traces_cmd", required=True)
+    p_stats = tsub.add_parser("stats", help="statistics of a trace file")
+    p_stats.add_argument("path")
+    p_stats.add_argument("--format", default="azure",
+                         choices=["azure", "burstgpt", "mooncake", "splitwise"])
+    p_dl = tsub.add_parser("download", help="download a large public trace (needs internet)")
+    p_dl.add_argument("name")
+    p_dl.add_argument("--dest", default="traces/downloaded")
+    tsub.add_parser("list", help="list the traces download knows")
+    p_tr.set_defaults(func=_cmd_traces)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ChironError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
