@@ -26,6 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     config, base_dir = load_config(args.config, overrides)
     out = Path(args.out) if args.out else Path("results") / config.name
+    _check_out_dir(out)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -43,7 +44,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     fmt = args.format or config.output.format
-    path = result.save(out, fmt=fmt)
+    try:
+        path = result.save(out, fmt=fmt)
+    except OSError as err:  # permissions, a full disk: the store has removed its partial copy
+        raise ChironError(f"{out}: cannot write the results folder ({err.strerror or err})") from None
     if config.output.plots and not args.no_plots:
         write_standard_plots(result, path / "plots")
     print(format_summary(result.summary))
@@ -53,9 +57,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out_dir(out: Path) -> None:
+    """Refuse an unusable ``--out`` before simulating rather than after; the store checks again."""
+    from chironsim.metrics.store import check_replaceable
+
+    check_replaceable(out)
+    existing = next((p for p in out.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ChironError(f"{out}: cannot create the results folder, {existing} is a file")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from chironsim.catalog import get_gpu
     from chironsim.perf.calibrate import calibrate_command
 
+    try:
+        get_gpu(args.gpu)
+    except ChironError as err:
+        raise ChironError(f"--gpu: {err}") from None
     print(calibrate_command(args.profiles, args.gpu, args.write))
     return 0
 
@@ -64,7 +93,10 @@ def _cmd_traces(args: argparse.Namespace) -> int:
     from chironsim.workload import tracetools
 
     if args.traces_cmd == "stats":
-        stats = tracetools.trace_stats(Path(args.path), args.format)
+        path = Path(args.path)
+        if not path.is_file():
+            raise ChironError(f"{path}: trace file {'is not a file' if path.exists() else 'not found'}")
+        stats = tracetools.trace_stats(path, args.format)
         width = max(len(k) for k in stats)
         for key, value in stats.items():
             print(f"{key:<{width}}  {value}")
@@ -86,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key (dotted path), e.g. cluster.pools.default.instances=8")
     p_run.add_argument("--out", help="results folder (default results/<name>)")
-    p_run.add_argument("--seed", type=int, help="random seed (overrides the config's)")
+    p_run.add_argument("--seed", type=_non_negative_int, help="random seed (overrides the config's)")
     p_run.add_argument("--format", choices=["parquet", "csv"], help="table format")
     p_run.add_argument("--no-plots", action="store_true", help="skip the standard figures")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")

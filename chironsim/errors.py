@@ -17,27 +17,35 @@ class ConfigError(ChironError):
 
 
 class TraceFormatError(ChironError):
-    """A trace file is malformed; the message names the file and line."""
+    """A trace file is malformed; the message names the file and line.
+
+    ``args`` holds the constructor arguments, so the error survives being re-raised by SimPy
+    (``type(e)(*e.args)``) and pickling between worker processes.
+    """
 
     def __init__(self, path: object, line: int | None, problem: str) -> None:
-        where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(path, line, problem)
         self.path = path
         self.line = line
         self.problem = problem
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else f"{self.path}"
+        return f"{where}: {self.problem}"
 
 
 class UnknownNameError(ChironError, KeyError):
     """A GPU, model, policy or router name that the catalog or registry does not know."""
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
-        import difflib
-
-        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        super().__init__(f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})")
+        super().__init__(kind, name, list(known))
         self.kind = kind
         self.name = name
+        self.known = list(known)
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise
-        return str(self.args[0])
+        import difflib
+
+        close = difflib.get_close_matches(self.name.lower(), [k.lower() for k in self.known], n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return f"unknown {self.kind} {self.name!r}{hint} (known: {', '.join(sorted(self.known))})"

@@ -67,7 +67,7 @@ def save_result(result: ResultLike, out_dir: str | os.PathLike[str], fmt: str = 
     if fmt not in FORMATS:
         raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out_dir)
-    _check_replaceable(out)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tables = {name: conform(getattr(result, name), SCHEMAS[name], name) for name in TABLES}
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -105,7 +105,7 @@ def load_tables(path: str | os.PathLike[str]) -> tuple[dict[str, pd.DataFrame], 
     return tables, manifest
 
 
-def _check_replaceable(out: Path) -> None:
+def check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():

@@ -293,7 +293,8 @@ class Instance:
         self.tokens_generated += plan.decodes * k
         first_end = float(plan.ends[0])
         for req in plan.resumed:
-            req.note_itl(first_end - req.last_token_time)
+            if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
+                req.note_itl(first_end - req.last_token_time)
         for req, n in plan.prefill_chunks:
             req.prefilled += n
             self.tokens_prefilled += n
