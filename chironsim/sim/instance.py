@@ -58,6 +58,16 @@ class _Stretch:
     resumed: list[Request]
 
 
+def _add_in_order(total: float, values: np.ndarray) -> float:
+    """``total + v0 + v1 + …`` left to right, as stepping one iteration at a time would add.
+
+    ``np.sum`` adds pairwise, which differs in the last bits; ``cumsum`` is sequential.
+    """
+    if len(values) == 0:
+        return total
+    return float(np.cumsum(np.concatenate(([total], values)))[-1])
+
+
 class InstanceHost:
     """What an instance reports to: the cluster. Defined as a base for type clarity."""
 
@@ -287,7 +297,7 @@ class Instance:
             self._release_growth(unused)
         now = float(plan.ends[k - 1])
         self.clock = now
-        self.busy_seconds += float(np.sum(plan.durations[:k]))
+        self.busy_seconds = _add_in_order(self.busy_seconds, plan.durations[:k])
         self.step = plan.start_step + k
         self.itl_window.push(self.step - 1, float(plan.durations[k - 1]))
         self.tokens_generated += plan.decodes * k
@@ -437,4 +447,4 @@ class Instance:
             req.generated = req.gen_at_join + step - req.join_step
         if plan is not None:
             self.tokens_generated += plan.decodes * done
-            self.busy_seconds += float(np.sum(plan.durations[:done]))
+            self.busy_seconds = _add_in_order(self.busy_seconds, plan.durations[:done])

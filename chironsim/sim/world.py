@@ -143,6 +143,12 @@ class Simulation:
             instances=";".join(req.instances), slo_met=met,
         )
 
+    def _ceiling(self) -> float:
+        """Latest end: the window (or, once known, the last arrival) plus the drain allowance."""
+        if self.duration_s is not None:
+            return self.duration_s + self.drain_s
+        return self.last_arrival + self.drain_s if self._arrivals_done else math.inf
+
     # --- running --------------------------------------------------------------------------
     def run(self) -> float:
         """Run to completion; returns the simulated end time."""
@@ -151,21 +157,18 @@ class Simulation:
         for scaler in self.autoscalers:
             env.process(self._ticker(scaler))
         env.process(self._sampler())
-        # Not before the observation window closes, not after the drain allowance.
-        floor = self.duration_s or 0.0
-        while True:
-            ceiling = (self.duration_s if self.duration_s is not None else self.last_arrival) + self.drain_s
-            if self._arrivals_done:
-                limit = env.timeout(max(0.0, ceiling - env.now))
-                env.run(until=self._all_done | limit)
+        # End when every request is done, but not before the observation window closes and
+        # not after the drain allowance; the 60 s slices only pace the progress callback.
+        while not self._all_done.triggered:
+            ceiling = self._ceiling()
+            if env.now >= ceiling:
                 break
-            env.run(until=env.timeout(min(60.0, max(ceiling - env.now, 1e-9))))
+            slice_end = min(env.now + 60.0, ceiling)
+            env.run(until=self._all_done | env.timeout(slice_end - env.now))
             if self.progress:
                 self.progress(env.now)
-            if env.now >= ceiling and self.duration_s is not None:
-                break
-        if env.now < floor:
-            env.run(until=floor)
+        if self.duration_s is not None and env.now < self.duration_s:
+            env.run(until=self.duration_s)
         end = env.now
         if self.progress:
             self.progress(end)

@@ -1,0 +1,163 @@
+"""Small scenario builders shared by the correctness tests (DESIGN.md §8).
+
+Each builder returns a plain config dict, as a user would write it in YAML, so the tests
+exercise the same validation and wiring as ``chironsim run``. Also here: the bare service time
+of a request computed straight from the perf model, which the analytical and metamorphic tests
+compare the simulator against, and a way to keep the :class:`Simulation` object of a run (the
+public ``runner.run`` returns only tables) for checks on its internal state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chironsim.catalog import get_gpu, get_model
+from chironsim.experiments.config import parse_config
+from chironsim.experiments.runner import STREAMS
+from chironsim.perf.roofline import IterationTimeModel, prefill_attention_work
+from chironsim.policies.registry import build_policy
+from chironsim.sim.world import Simulation
+from chironsim.workload.build import build_workload
+
+MODEL = "llama-3-8b"
+GPU = "h100-sxm"
+
+
+def synthetic(
+    arrival: dict[str, Any],
+    prompt: dict[str, Any],
+    output: dict[str, Any],
+    *,
+    num_requests: int | None = None,
+    duration_s: float | None = None,
+    request_class: str = "default",
+    max_prompt_tokens: int | None = None,
+    max_output_tokens: int | None = None,
+) -> dict[str, Any]:
+    """One synthetic stream."""
+    stream: dict[str, Any] = {
+        "kind": "synthetic", "request_class": request_class, "arrival": arrival,
+        "prompt_tokens": prompt, "output_tokens": output,
+    }
+    if num_requests is not None:
+        stream["num_requests"] = num_requests
+    if duration_s is not None:
+        stream["duration_s"] = duration_s
+    if max_prompt_tokens is not None:
+        stream["max_prompt_tokens"] = max_prompt_tokens
+    if max_output_tokens is not None:
+        stream["max_output_tokens"] = max_output_tokens
+    return stream
+
+
+def fixed(value: int) -> dict[str, Any]:
+    return {"kind": "fixed", "value": value}
+
+
+def scenario(
+    streams: list[dict[str, Any]],
+    *,
+    seed: int = 0,
+    instances: int = 1,
+    model: str = MODEL,
+    gpu: str = GPU,
+    engine: dict[str, Any] | None = None,
+    policy: dict[str, Any] | None = None,
+    pool: dict[str, Any] | None = None,
+    classes: dict[str, Any] | None = None,
+    duration_s: float | None = None,
+    drain_s: float = 600.0,
+    sample_interval_s: float = 1000.0,
+) -> dict[str, Any]:
+    """A one-pool scenario; ``sample_interval_s`` is large by default (timeseries unused)."""
+    pool_cfg: dict[str, Any] = {"instances": instances, **(pool or {})}
+    cfg: dict[str, Any] = {
+        "name": "test",
+        "seed": seed,
+        "drain_s": drain_s,
+        "sample_interval_s": sample_interval_s,
+        "workload": {"streams": copy.deepcopy(streams)},
+        "cluster": {
+            "model": model,
+            "gpu": gpu,
+            "engine": dict(engine or {}),
+            "pools": {"default": pool_cfg},
+        },
+        "policy": copy.deepcopy(policy) if policy else {"kind": "static"},
+    }
+    if duration_s is not None:
+        cfg["duration_s"] = duration_s
+    if classes is not None:
+        cfg["classes"] = copy.deepcopy(classes)
+    return cfg
+
+
+def single_server(streams: list[dict[str, Any]], *, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """One instance with batch size 1: a FIFO single-server queue."""
+    engine = {"max_num_seqs": 1, **kw.pop("engine", {})}
+    return scenario(streams, seed=seed, instances=1, engine=engine, **kw)
+
+
+# --- bare service times from the perf model ------------------------------------------------
+
+
+def perf_model(model: str = MODEL, gpu: str = GPU, tp: int = 1) -> IterationTimeModel:
+    return IterationTimeModel(get_model(model), get_gpu(gpu), tp)
+
+
+def prefill_time(perf: IterationTimeModel, prompt: int, budget: int = 8192) -> float:
+    """Time to the first token of a lone request: its prompt in chunks of at most ``budget``."""
+    total, done = 0.0, 0
+    while done < prompt:
+        n = min(budget, prompt - done)
+        total += float(perf.iteration_time(n, float(prefill_attention_work(n, done)), 0, 0))
+        done += n
+    return total
+
+
+def service_time(perf: IterationTimeModel, prompt: int, output: int, budget: int = 8192) -> float:
+    """Bare e2e of a lone request: prefill, then ``output - 1`` decode iterations of batch 1.
+
+    The first decode iteration writes the KV of token ``prompt + 1``, so its context is
+    ``prompt + 1``; the j-th has ``prompt + j``. Summed one iteration at a time (the order in
+    which the simulator accumulates its clock).
+    """
+    total = prefill_time(perf, prompt, budget)
+    for j in range(1, output):
+        total += float(perf.iteration_time(0, 0.0, 1, prompt + j))
+    return total
+
+
+def decode_times(perf: IterationTimeModel, prompt: int, max_output: int) -> np.ndarray:
+    """``d[j - 1]``: duration of the j-th decode iteration (context prompt + j), j = 1..max_output-1."""
+    contexts = prompt + np.arange(1, max_output)
+    return np.asarray(perf.iteration_time(0, 0.0, 1, contexts), dtype=float)
+
+
+# --- a run that keeps its Simulation -------------------------------------------------------
+
+
+def build_simulation(
+    config: dict[str, Any],
+    base_dir: Path | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Simulation:
+    """Build the Simulation exactly as ``runner.run`` does (same seed streams), without running.
+
+    ``runner.run`` does not expose the Simulation, whose allocator state the KV-leak test
+    needs; this mirrors its wiring so the two stay comparable (checked by a test).
+    """
+    cfg = parse_config(config, "<test>", base_dir or Path.cwd())
+    seeds = dict(zip(STREAMS, np.random.SeedSequence(cfg.seed).spawn(len(STREAMS))))
+    workload = build_workload(cfg.workload, seeds["workload"], base_dir or Path.cwd(), cfg.duration_s)
+    bundle = build_policy(cfg.policy, np.random.default_rng(seeds["policy"]))
+    return Simulation(
+        cluster_config=cfg.cluster, classes=cfg.classes, workload=workload,
+        router=bundle.router, autoscalers=list(bundle.autoscalers), duration_s=cfg.duration_s,
+        drain_s=cfg.drain_s, sample_interval_s=cfg.sample_interval_s, progress=progress,
+    )
