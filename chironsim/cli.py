@@ -7,12 +7,19 @@ and exit with status 2; nothing is written. Anything else is a bug and keeps its
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from chironsim.errors import ChironError
 
 EXIT_USER_ERROR = 2
+
+#: Modules that add subcommands: each has ``register(subparsers)`` which adds its parser(s) and
+#: sets ``func`` to a handler ``(args) -> int``. Keeps experiment-level commands in their own
+#: modules instead of growing this file.
+COMMAND_MODULES = (
+)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -141,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_dl.add_argument("--dest", default="traces/downloaded")
     tsub.add_parser("list", help="list the traces download knows")
     p_tr.set_defaults(func=_cmd_traces)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
