@@ -18,11 +18,9 @@ import numpy as np
 
 from chironsim.catalog import get_gpu, get_model
 from chironsim.experiments.config import parse_config
-from chironsim.experiments.runner import STREAMS
+from chironsim.experiments import runner
 from chironsim.perf.roofline import IterationTimeModel, prefill_attention_work
-from chironsim.policies.registry import build_policy
 from chironsim.sim.world import Simulation
-from chironsim.workload.build import build_workload
 
 MODEL = "llama-3-8b"
 GPU = "h100-sxm"
@@ -147,17 +145,7 @@ def build_simulation(
     base_dir: Path | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Simulation:
-    """Build the Simulation exactly as ``runner.run`` does (same seed streams), without running.
-
-    ``runner.run`` does not expose the Simulation, whose allocator state the KV-leak test
-    needs; this mirrors its wiring so the two stay comparable (checked by a test).
-    """
+    """The Simulation ``runner.run`` would run (same wiring and seed streams), not yet run,
+    so tests can reach the instances' allocators."""
     cfg = parse_config(config, "<test>", base_dir or Path.cwd())
-    seeds = dict(zip(STREAMS, np.random.SeedSequence(cfg.seed).spawn(len(STREAMS))))
-    workload = build_workload(cfg.workload, seeds["workload"], base_dir or Path.cwd(), cfg.duration_s)
-    bundle = build_policy(cfg.policy, np.random.default_rng(seeds["policy"]))
-    return Simulation(
-        cluster_config=cfg.cluster, classes=cfg.classes, workload=workload,
-        router=bundle.router, autoscalers=list(bundle.autoscalers), duration_s=cfg.duration_s,
-        drain_s=cfg.drain_s, sample_interval_s=cfg.sample_interval_s, progress=progress,
-    )
+    return runner.build_simulation(cfg, base_dir or Path.cwd(), progress)[0]

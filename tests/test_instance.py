@@ -14,7 +14,7 @@ import pytest
 import simpy
 
 from chironsim.sim.config import EngineConfig
-from chironsim.sim.instance import GROWTH, Instance
+from chironsim.sim.instance import GROWTH, Instance, InstanceHost
 from chironsim.sim.request import Request
 from chironsim.workload.spec import RequestSpec
 
@@ -25,7 +25,7 @@ def linear_iteration_time(prefill_tokens, attention, decodes, context):
             + 1e-4 * np.asarray(decodes) + 1e-7 * np.asarray(context))
 
 
-class RecordingHost:
+class RecordingHost(InstanceHost):
     def __init__(self) -> None:
         self.done: list[tuple[Request, str]] = []
         self.events: list[str] = []

@@ -15,6 +15,7 @@ import numpy as np
 from chironsim.errors import ConfigError
 from chironsim.experiments.config import ScenarioConfig, load_config, parse_config
 from chironsim.experiments.result import Result
+from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.registry import build_policy
 from chironsim.sim.world import Simulation
 from chironsim.workload.build import build_workload
@@ -40,6 +41,31 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def build_simulation(
+    config: ScenarioConfig,
+    base_dir: Path,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Simulation, PolicyBundle]:
+    """Wire a validated scenario into a ready-to-run Simulation (its seed streams, workload,
+    policy and cluster); ``run`` uses it, and tests use it to inspect the live simulation."""
+    seeds = dict(zip(STREAMS, np.random.SeedSequence(config.seed).spawn(len(STREAMS))))
+    workload = build_workload(config.workload, seeds["workload"], base_dir, config.duration_s)
+    bundle = build_policy(config.policy, np.random.default_rng(seeds["policy"]))
+    sim = Simulation(
+        cluster_config=config.cluster,
+        classes=config.classes,
+        workload=workload,
+        router=bundle.router,
+        autoscalers=list(bundle.autoscalers),
+        duration_s=config.duration_s,
+        drain_s=config.drain_s,
+        sample_interval_s=config.sample_interval_s,
+        progress=progress,
+        queued_classes=bundle.queued_classes,
+    )
+    return sim, bundle
+
+
 def run(
     config: ScenarioConfig | dict[str, Any] | str | Path,
     base_dir: str | Path | None = None,
@@ -61,19 +87,9 @@ def run(
     if not isinstance(config, ScenarioConfig):
         raise ConfigError(f"expected a ScenarioConfig, a mapping or a path, got {type(config).__name__}")
 
-    seeds = dict(zip(STREAMS, np.random.SeedSequence(config.seed).spawn(len(STREAMS))))
-    workload = build_workload(config.workload, seeds["workload"], base, config.duration_s)
-    bundle = build_policy(config.policy, np.random.default_rng(seeds["policy"]))
     estimate = config.duration_s
-    sim = Simulation(
-        cluster_config=config.cluster,
-        classes=config.classes,
-        workload=workload,
-        router=bundle.router,
-        autoscalers=list(bundle.autoscalers),
-        duration_s=config.duration_s,
-        drain_s=config.drain_s,
-        sample_interval_s=config.sample_interval_s,
+    sim, bundle = build_simulation(
+        config, base,
         progress=(lambda now: progress(now, estimate or now)) if progress else None,
     )
     started = time.perf_counter()

@@ -8,7 +8,7 @@ own pieces; the bundle stays a plain container so the simulator needs no knowled
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chironsim.policies.base import Autoscaler, Router
 
@@ -20,3 +20,7 @@ class PolicyBundle:
     router: Router
     autoscalers: list[Autoscaler]
     name: str
+    #: Classes held in a cluster-level queue, served earliest-deadline-first: an arrival of
+    #: such a class waits there until an instance of a pool serving it has room (free seat and
+    #: KV for its prompt), rather than being pushed onto an instance's own queue at once.
+    queued_classes: frozenset[str] = field(default_factory=frozenset)

@@ -24,7 +24,12 @@ class InstanceView:
 
     ``running`` counts admitted requests (decoding or mid-prefill); ``waiting`` those queued at
     the instance (including swapped-out ones); ``outstanding`` is their sum. KV figures are in
-    blocks. ``tokens_generated`` is cumulative, so policies derive throughput from differences.
+    blocks. Counters named ``*_total`` are cumulative since the instance started, so policies
+    derive rates over their own interval from differences between two views:
+    ``tokens_generated`` (output tokens), ``decode_iterations`` and ``decode_seconds`` (number
+    and summed duration of iterations that advanced at least one decode — the mean
+    inter-token latency over an interval is Δdecode_seconds ÷ Δdecode_iterations).
+    ``running_by_class`` counts running requests per class (classes with none are omitted).
     """
 
     instance_id: str
@@ -36,8 +41,9 @@ class InstanceView:
     kv_capacity_blocks: int
     max_num_seqs: int
     tokens_generated: int
-    mean_itl: float = float("nan")
-    classes_running: tuple[str, ...] = ()
+    decode_iterations: int = 0
+    decode_seconds: float = 0.0
+    running_by_class: tuple[tuple[str, int], ...] = ()
 
     @property
     def outstanding(self) -> int:
@@ -55,6 +61,13 @@ class InstanceView:
     def accepting(self) -> bool:
         """Only ready instances take new requests; draining ones finish what they hold."""
         return self.state == READY
+
+    def running_of(self, request_class: str) -> int:
+        """Running requests of one class."""
+        for name, count in self.running_by_class:
+            if name == request_class:
+                return count
+        return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +90,28 @@ class PoolView:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueView:
+    """A cluster-level queue of one request class (policies that hold a class globally).
+
+    Served earliest-deadline-first. ``remaining_tokens_mean``/``_std`` describe the output tokens
+    the queued requests still have to generate (evicted requests count only what is left).
+    """
+
+    request_class: str
+    length: int
+    remaining_tokens_mean: float = 0.0
+    remaining_tokens_std: float = 0.0
+    earliest_deadline: float = float("inf")
+    oldest_arrival: float = float("inf")
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterView:
     """Everything an autoscaler sees at one tick."""
 
     time: float
     pools: dict[str, PoolView] = field(default_factory=dict)
+    queues: dict[str, QueueView] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from chironsim.policies.observation import (
 )
 from chironsim.sim import request as rq
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
 from chironsim.sim.request import Request
 from chironsim.sim.weight_store import WeightStore
@@ -46,6 +47,7 @@ class PoolSpec:
     kv_capacity_blocks: int
     host_capacity_blocks: int
     swap_seconds_per_block: float
+    remote_seconds_per_block: float
 
     @classmethod
     def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig) -> "PoolSpec":
@@ -59,11 +61,14 @@ class PoolSpec:
         block_bytes = kv_block_bytes(model, engine.block_size, pool.tp)
         host_blocks = int(engine.swap_space_gb * GIB * pool.tp // block_bytes)
         perf = IterationTimeModel(model, gpu, pool.tp)
+        # Saved KV moved from another instance's host: the slower of the network and PCIe.
+        remote_bw = min(cluster.kv_transfer_gbps * 1e9, gpu.host_link_bytes_per_s * pool.tp)
         return cls(
             name=name, config=pool, gpu=gpu, model=model, tp=pool.tp, engine=engine,
             iteration_time=perf.iteration_time, kv_capacity_blocks=capacity,
             host_capacity_blocks=host_blocks,
             swap_seconds_per_block=swap_time(1, block_bytes, gpu, pool.tp),
+            remote_seconds_per_block=block_bytes / remote_bw,
         )
 
 
@@ -77,6 +82,7 @@ class Cluster:
         router: Router,
         on_request_done: Callable[[Request, str, str], None],
         log_event: Callable[..., None],
+        queued_classes: frozenset[str] = frozenset(),
     ) -> None:
         self.env = env
         self.config = config
@@ -93,6 +99,13 @@ class Cluster:
         self._by_id: dict[str, Instance] = {}
         self._counter = 0
         self._class_pools: dict[str, list[str]] = {}
+        self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
+        self.backlog = 0  # requests in global queues; instances ask for refills while > 0
+        self._pool_queued_classes = {
+            name: [q for q in self.global_queues
+                   if spec.config.classes is None or q in spec.config.classes]
+            for name, spec in self.pools.items()
+        }
         for name, spec in self.pools.items():
             for _ in range(spec.config.instances):
                 self._new_instance(name).start()
@@ -106,6 +119,8 @@ class Cluster:
             self.env, self, instance_id, pool, spec.engine, spec.iteration_time,
             spec.kv_capacity_blocks, spec.host_capacity_blocks, spec.swap_seconds_per_block,
             spec.model.max_context, spec.tp,
+            evict_lower_priority=spec.config.evict_lower_priority,
+            remote_seconds_per_block=spec.remote_seconds_per_block,
         )
         self.instances[pool].append(inst)
         self._by_id[instance_id] = inst
@@ -165,6 +180,10 @@ class Cluster:
         if not pools:
             self.request_done(req, "rejected", f"no pool serves class {req.request_class!r}")
             return
+        queue = self.global_queues.get(req.request_class)
+        if queue is not None:
+            self._enqueue_global(req, queue, pools)
+            return
         now = self.env.now
         candidates = [inst for p in pools for inst in self.instances[p] if inst.state == READY]
         if not candidates:
@@ -175,14 +194,57 @@ class Cluster:
 
     def _place(self, req: Request, candidates: Sequence[Instance], now: float) -> None:
         views = [inst.view(now) for inst in candidates]
-        view = RequestView(req.request_id, req.request_class, req.priority,
-                           req.prompt_tokens, req.output_tokens, req.arrival)
-        chosen = self.router.route(view, views)
+        chosen = self.router.route(self._request_view(req), views)
         if chosen is None:
             req.phase = rq.QUEUED
             self.queues[candidates[0].pool].append(req)
             return
         self._by_id[chosen].enqueue(req)
+
+    # --- cluster-level (global) queues ----------------------------------------------------
+    def _enqueue_global(self, req: Request, queue: GlobalQueue, pools: list[str]) -> None:
+        """Hold ``req`` in its class's EDF queue; place it at once if some instance has room.
+
+        While the queue is non-empty no instance serving the class has room (each one refills
+        itself whenever it gains room, at its next iteration boundary), so only an arrival to an
+        empty queue needs to look for an instance.
+        """
+        req.phase = rq.QUEUED
+        was_empty = len(queue) == 0
+        queue.push(req)
+        self.backlog += 1
+        if not was_empty:
+            return
+        now = self.env.now
+        while len(queue):
+            head = queue.head()
+            candidates = [inst for p in pools for inst in self.instances[p] if inst.room_for(head)]
+            if not candidates:
+                return
+            views = [inst.view(now) for inst in candidates]
+            chosen = self.router.route(self._request_view(head), views)
+            if chosen is None:
+                return
+            queue.pop()
+            self.backlog -= 1
+            self._by_id[chosen].enqueue(head)
+
+    def refill(self, inst: Instance) -> None:
+        """``inst`` is at an iteration boundary: let it pull queued work it has room for."""
+        for cls in self._pool_queued_classes[inst.pool]:
+            queue = self.global_queues[cls]
+            while len(queue) and inst.room_for(queue.head()):
+                self.backlog -= 1
+                inst.enqueue(queue.pop())
+
+    def request_evicted(self, req: Request) -> None:
+        """An instance evicted ``req`` to make room for higher-priority work: queue it again."""
+        self.submit(req)
+
+    @staticmethod
+    def _request_view(req: Request) -> RequestView:
+        return RequestView(req.request_id, req.request_class, req.priority,
+                           req.prompt_tokens, req.output_tokens, req.arrival)
 
     def _dispatch_queue(self, pool: str) -> None:
         queue = self.queues[pool]
@@ -214,7 +276,8 @@ class Cluster:
                 min_instances=spec.config.min_instances,
                 max_instances=spec.config.max_instances,
             )
-        return ClusterView(time=now, pools=pools)
+        queues = {cls: queue.view() for cls, queue in self.global_queues.items()}
+        return ClusterView(time=now, pools=pools, queues=queues)
 
     def apply(self, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -257,6 +320,9 @@ class Cluster:
         held: list[Request] = []
         for pool, queue in self.queues.items():
             held.extend(queue)
+        for queue in self.global_queues.values():
+            held.extend(queue.drain())
+        self.backlog = 0
         for inst in self.live_instances():
             inst.settle_at(end)
             held.extend(inst.held_requests())

@@ -52,6 +52,10 @@ class PoolConfig(StrictModel):
     min_instances: int = Field(0, ge=0)
     max_instances: int = Field(1_000_000, ge=0)
     engine: EngineConfig | None = None
+    evict_lower_priority: bool = Field(
+        False, description="when a higher-priority request cannot be admitted, evict running "
+        "lower-priority ones: KV saved to host memory, request back to its queue (preemptible "
+        "instances, e.g. Chiron's mixed pool)")
 
     @model_validator(mode="after")
     def _bounds(self) -> "PoolConfig":
@@ -67,6 +71,9 @@ class ClusterConfig(StrictModel):
     gpu: str = "h100-sxm"
     engine: EngineConfig = EngineConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    kv_transfer_gbps: float = Field(
+        12.5, gt=0, description="bandwidth (GB/s) for moving saved KV between instances "
+        "(an evicted request resumed elsewhere)")
     pools: dict[str, PoolConfig] = Field(default_factory=lambda: {"default": PoolConfig()})
 
     @model_validator(mode="after")

@@ -74,6 +74,11 @@ class InstanceHost:
     def request_done(self, req: Request, status: str, reason: str = "") -> None: ...
     def log_event(self, kind: str, instance: "Instance", req: Request | None, reason: str) -> None: ...
     def instance_stopped(self, instance: "Instance") -> None: ...
+    def request_evicted(self, req: Request) -> None: ...
+    def refill(self, instance: "Instance") -> None: ...
+
+    #: Requests waiting in cluster-level queues; instances ask for a refill only when non-zero.
+    backlog: int = 0
 
 
 class Instance:
@@ -92,6 +97,9 @@ class Instance:
         swap_seconds_per_block: float,
         max_context: int,
         tp: int,
+        *,
+        evict_lower_priority: bool = False,
+        remote_seconds_per_block: float | None = None,
     ) -> None:
         self.env = env
         self.host = host
@@ -106,6 +114,10 @@ class Instance:
         self.max_context = max_context
         self.swap_seconds_per_block = swap_seconds_per_block
         self.preempt_by_swap = engine.preemption_mode == "swap"
+        self.evict_lower_priority = evict_lower_priority
+        # Restoring KV saved on another instance's host: network, then PCIe on this side.
+        self.remote_seconds_per_block = (swap_seconds_per_block if remote_seconds_per_block is None
+                                         else remote_seconds_per_block)
         watermark = int(engine.watermark * kv_capacity_blocks)
         self.kv = KVBlockAllocator(kv_capacity_blocks, watermark, host_capacity_blocks)
         self.decodes = DecodeSet(self.block_size)
@@ -120,6 +132,11 @@ class Instance:
         self.tokens_prefilled = 0
         self.requests_finished = 0
         self.busy_seconds = 0.0
+        self.decode_iterations = 0
+        self.decode_seconds = 0.0
+        self.running_by_class: dict[str, int] = {}
+        # KV blocks that queued requests (waiting prompts, swapped/saved KV) will claim.
+        self.pending_blocks = 0
         self.provision_time = env.now
         self.ready_time = math.nan
         self.drain_time = math.nan
@@ -158,7 +175,13 @@ class Instance:
 
     # --- requests -------------------------------------------------------------------------
     def enqueue(self, req: Request) -> None:
-        """Add an arriving request to the waiting queue (rejecting what can never fit)."""
+        """Add an arriving request to the waiting queue (rejecting what can never fit).
+
+        A request evicted elsewhere with its KV saved in host memory resumes without
+        recomputing: from this instance's own host memory over PCIe, or moved from the other
+        instance's host over the network. If that instance is gone, the KV is lost and the
+        request recomputes its prompt and generated tokens.
+        """
         total = req.prompt_tokens + req.output_tokens
         if total > self.max_context:
             self.host.request_done(req, "rejected", f"{total} tokens exceed max context {self.max_context}")
@@ -169,9 +192,39 @@ class Instance:
             return
         req.instance = self
         req.instances.append(self.instance_id)
+        home = req.kv_home
+        if home is not None:
+            req.kv_home = None
+            saved = home.kv.swapped(req.request_id) if home.state != STOPPED else 0
+            if saved:
+                if home is not self:
+                    home.kv.drop_swapped(req.request_id)
+                req.saved_blocks = saved
+                req.restore_remote = home is not self
+                req.phase = rq.SWAPPED
+                self.pending_blocks += saved
+                heapq.heappush(self.swapped, (req.sort_key(), req))
+                self.wake()
+                return
+            req.prefill_target = req.prompt_tokens + req.generated
         req.phase = rq.WAITING
-        heapq.heappush(self.waiting, (req.sort_key(), req))
+        self._push_waiting(req)
         self.wake()
+
+    def room_for(self, req: Request) -> bool:
+        """Whether pulling ``req`` from a cluster queue would let it start soon: a free seat
+        counting what already waits here, and KV for its prompt above the watermark."""
+        if self.state != READY:
+            return False
+        held = len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
+        if held >= self.max_num_seqs:
+            return False
+        need = self.pending_blocks + -(-(req.prompt_tokens + req.generated) // self.block_size)
+        return self.kv.free_blocks - need >= self.kv.watermark
+
+    def _push_waiting(self, req: Request) -> None:
+        self.pending_blocks += -(-req.prefill_target // self.block_size)
+        heapq.heappush(self.waiting, (req.sort_key(), req))
 
     def set_max_num_seqs(self, value: int) -> None:
         self.max_num_seqs = max(1, int(value))
@@ -218,23 +271,34 @@ class Instance:
     def _plan(self) -> _Stretch | None:
         """Decide the next iteration(s): admissions, growth, preemptions; None when idle."""
         step = self.step
-        swap_blocks = 0
+        if self.host.backlog and self.state == READY:
+            self.host.refill(self)
+        transfer_seconds = 0.0
         resumed: list[Request] = []
         # Swapped requests come back before anything new is admitted (vLLM order).
         while self.swapped and self._seats_left() > 0:
             req = self.swapped[0][1]
-            blocks = self.kv.swapped(req.request_id)
+            remote = req.restore_remote
+            blocks = req.saved_blocks if remote else self.kv.swapped(req.request_id)
             if not self.kv.can_allocate(blocks + 1):
                 break
             heapq.heappop(self.swapped)
-            swap_blocks += self.kv.swap_in(req.request_id)
+            self.pending_blocks -= blocks
+            if remote:
+                self.kv.allocate(req.request_id, blocks)
+                transfer_seconds += blocks * self.remote_seconds_per_block
+                req.restore_remote = False
+            else:
+                self.kv.swap_in(req.request_id)
+                transfer_seconds += blocks * self.swap_seconds_per_block
             self._join_decode(req, step)
+            self._running_add(req)
             resumed.append(req)
-            self.host.log_event("swap_in", self, req, f"{blocks} blocks")
+            self.host.log_event("swap_in", self, req, f"{blocks} blocks" + (" (moved)" if remote else ""))
         # Running decodes grow; preempt until the growth fits.
         growth = self.decodes.growth_at(step)
         while growth > self.kv.free_blocks:
-            swap_blocks += self._preempt_one(step)
+            transfer_seconds += self._preempt_one(step) * self.swap_seconds_per_block
             growth = self.decodes.growth_at(step)
         if growth:  # claimed before admissions so they cannot take these blocks
             self.kv.append(GROWTH, growth)
@@ -246,6 +310,8 @@ class Instance:
             n = min(req.prefill_target - req.prefilled, budget)
             chunks.append((req, n))
             budget -= n
+        if self.evict_lower_priority and not self.swapped:
+            transfer_seconds += self._evict_for_head(step) * self.swap_seconds_per_block
         if not self.swapped:
             while self.waiting and budget > 0 and self._seats_left() > 0:
                 req = self.waiting[0][1]
@@ -253,6 +319,8 @@ class Instance:
                 if not self.kv.can_allocate(need):
                     break
                 heapq.heappop(self.waiting)
+                self.pending_blocks -= need
+                self._running_add(req)
                 self.kv.allocate(req.request_id, need)
                 req.phase = rq.PREFILLING
                 req.prefilled = 0
@@ -261,9 +329,9 @@ class Instance:
                 chunks.append((req, n))
                 budget -= n
         decodes = len(self.decodes)
-        if not chunks and decodes == 0 and swap_blocks == 0:
+        if not chunks and decodes == 0 and transfer_seconds == 0:
             return None
-        if chunks or swap_blocks or not self.engine.fast_forward:
+        if chunks or transfer_seconds or not self.engine.fast_forward:
             k = 1
         else:
             next_finish = self.decodes.next_finish_step()
@@ -281,7 +349,7 @@ class Instance:
             prefill_tokens = sum(n for _, n in chunks)
             attention = sum(n * (r.prefilled + n / 2) for r, n in chunks)
             duration = float(self._iteration_time(prefill_tokens, attention, decodes, ctx))
-            duration += swap_blocks * self.swap_seconds_per_block
+            duration += transfer_seconds
             durations = np.array([duration])
         else:
             contexts = ctx + decodes * np.arange(k)
@@ -301,6 +369,9 @@ class Instance:
         self.step = plan.start_step + k
         self.itl_window.push(self.step - 1, float(plan.durations[k - 1]))
         self.tokens_generated += plan.decodes * k
+        if plan.decodes:
+            self.decode_iterations += k
+            self.decode_seconds = _add_in_order(self.decode_seconds, plan.durations[:k])
         first_end = float(plan.ends[0])
         for req in plan.resumed:
             if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
@@ -345,6 +416,7 @@ class Instance:
         req.last_token_time = now
         req.finish_time = now
         req.phase = rq.DONE
+        self._running_remove(req)
         self.kv.free(req.request_id)
         self.requests_finished += 1
         self.host.request_done(req, "finished")
@@ -365,11 +437,13 @@ class Instance:
         candidates = [r for r in (victim, *self.prefilling) if r is not None]
         victim = max(candidates, key=Request.sort_key)
         victim.preemptions += 1
+        self._running_remove(victim)
         if victim.phase == rq.DECODING:
             self._leave_decode(victim, step)
             if self.preempt_by_swap and self.kv.can_swap_out(victim.request_id):
                 blocks = self.kv.swap_out(victim.request_id)
                 victim.phase = rq.SWAPPED
+                self.pending_blocks += blocks
                 heapq.heappush(self.swapped, (victim.sort_key(), victim))
                 self.host.log_event("swap_out", self, victim, f"{blocks} blocks")
                 return blocks
@@ -379,9 +453,62 @@ class Instance:
         victim.prefill_target = victim.prompt_tokens + victim.generated
         victim.prefilled = 0
         victim.phase = rq.WAITING
-        heapq.heappush(self.waiting, (victim.sort_key(), victim))
+        self._push_waiting(victim)
         self.host.log_event("preempt", self, victim, "recompute: no free KV block")
         return 0
+
+    def _evict_for_head(self, step: int) -> int:
+        """Evict running lower-priority requests until the waiting head can be admitted.
+
+        Returns the blocks saved to host memory (their PCIe time is part of this iteration).
+        A decoding victim keeps its KV in this instance's host memory when there is room, so it
+        resumes without recomputing; a victim mid-prefill (or with no host room) recomputes.
+        """
+        saved = 0
+        while self.waiting:
+            head = self.waiting[0][1]
+            need = -(-head.prefill_target // self.block_size)
+            if self._seats_left() > 0 and self.kv.can_allocate(need):
+                return saved
+            running = [r for r in (*self.decodes.members.values(), *self.prefilling)
+                       if r.priority > head.priority]
+            if not running:
+                return saved
+            victim = max(running, key=Request.sort_key)
+            victim.evictions += 1
+            self._running_remove(victim)
+            if victim.phase == rq.DECODING:
+                self._leave_decode(victim, step)
+                if self.kv.can_swap_out(victim.request_id):
+                    blocks = self.kv.swap_out(victim.request_id)
+                    saved += blocks
+                    victim.kv_home = self
+                else:
+                    self.kv.free(victim.request_id)
+            else:
+                self.prefilling.remove(victim)
+                self.kv.free(victim.request_id)
+            if victim.kv_home is None:
+                victim.prefill_target = victim.prompt_tokens + victim.generated
+            victim.prefilled = 0
+            victim.phase = rq.QUEUED
+            victim.instance = None
+            self.host.log_event("evict", self, victim,
+                                f"for request {head.request_id} ({head.request_class})")
+            self.host.request_evicted(victim)
+        return saved
+
+    def _running_add(self, req: Request) -> None:
+        counts = self.running_by_class
+        counts[req.request_class] = counts.get(req.request_class, 0) + 1
+
+    def _running_remove(self, req: Request) -> None:
+        counts = self.running_by_class
+        left = counts[req.request_class] - 1
+        if left:
+            counts[req.request_class] = left
+        else:
+            del counts[req.request_class]
 
     def _leave_decode(self, req: Request, step: int) -> None:
         """Take a decoding request out of the set, settling its tokens, blocks and ITL."""
@@ -431,6 +558,9 @@ class Instance:
             kv_capacity_blocks=self.kv.capacity,
             max_num_seqs=self.max_num_seqs,
             tokens_generated=self.tokens_generated_at(now),
+            decode_iterations=self.decode_iterations,
+            decode_seconds=self.decode_seconds,
+            running_by_class=tuple(self.running_by_class.items()),
         )
 
     # --- end of simulation ----------------------------------------------------------------

@@ -31,7 +31,7 @@ class Request:
         "arrival", "deadline", "phase", "generated", "prefilled", "prefill_target",
         "first_token_time", "last_token_time", "finish_time", "itl_max", "preemptions",
         "migrations", "evictions", "instances", "instance", "join_step", "gen_at_join",
-        "ctx_key", "finish_step", "status",
+        "ctx_key", "finish_step", "status", "kv_home", "saved_blocks", "restore_remote",
     )
 
     def __init__(self, request_id: int, spec: RequestSpec, priority: int) -> None:
@@ -63,6 +63,11 @@ class Request:
         self.ctx_key = 0
         self.finish_step = 0
         self.status = ""
+        # Set while evicted with its KV saved in an instance's host memory (Chiron's fast
+        # restart); the instance that places it next restores that KV instead of recomputing.
+        self.kv_home = None
+        self.saved_blocks = 0
+        self.restore_remote = False
 
     @property
     def context_tokens(self) -> int:

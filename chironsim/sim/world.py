@@ -35,6 +35,7 @@ class Simulation:
         drain_s: float,
         sample_interval_s: float,
         progress: Callable[[float], None] | None = None,
+        queued_classes: frozenset[str] = frozenset(),
     ) -> None:
         self.env = simpy.Environment()
         self.classes = dict(classes)
@@ -52,7 +53,8 @@ class Simulation:
         self.last_arrival = 0.0
         self._arrivals_done = False
         self._all_done = self.env.event()
-        self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self._log)
+        self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self._log,
+                               queued_classes)
         self._tokens_at_last_sample: dict[str, int] = {}
         self._stopped_tokens: dict[str, int] = {name: 0 for name in self.cluster.pools}
 
@@ -100,12 +102,21 @@ class Simulation:
                 "loading": sum(v.state == LOADING for v in views),
                 "ready": len(ready),
                 "draining": sum(v.state == DRAINING for v in views),
-                "waiting": sum(v.waiting for v in views) + len(self.cluster.queues[name]),
+                "waiting": sum(v.waiting for v in views) + len(self.cluster.queues[name])
+                + self._global_waiting(name),
                 "running": sum(v.running for v in views),
                 "kv_utilization": (sum(v.kv_utilization for v in ready) / len(ready)) if ready else math.nan,
                 "max_num_seqs": (sum(v.max_num_seqs for v in ready) / len(ready)) if ready else math.nan,
                 "tokens_per_s": (tokens - previous) / self.sample_interval_s if now > 0 else 0.0,
             })
+
+    def _global_waiting(self, pool: str) -> int:
+        """Global-queue requests are attributed to the first pool serving their class."""
+        total = 0
+        for cls, queue in self.cluster.global_queues.items():
+            if self.cluster.pools_for(cls)[:1] == [pool]:
+                total += len(queue)
+        return total
 
     # --- callbacks ------------------------------------------------------------------------
     def _request_done(self, req: Request, status: str, reason: str = "") -> None:
