@@ -132,7 +132,7 @@ def test_import_scanner_sees_nested_and_aliased_imports(tmp_path):
 
 
 def test_no_policy_module_imports_simpy():
-    modules = sorted(POLICY_DIR.glob("*.py"))
+    modules = sorted(POLICY_DIR.rglob("*.py"))
     assert {p.name for p in modules} >= {"routers.py", "reactive.py", "registry.py"}
     offenders = {path.name: _simpy_imports(path) for path in modules}
     assert {name: found for name, found in offenders.items() if found} == {}

@@ -1,0 +1,123 @@
+"""Chiron's local autoscaler: each instance's batch-size limit follows its ITL backpressure.
+
+Every ``local_interval`` seconds, for each ready instance:
+
+1. From the cumulative counters in two consecutive views, the window's mean inter-token
+   latency is Δdecode_seconds ÷ Δdecode_iterations and its throughput Δtokens_generated ÷ Δt.
+   A window without decode iterations carries no ITL information: nothing changes.
+2. The ITL is smoothed by an EWMA (weight ``alpha`` on the newest window).
+3. The target is the ITL SLO of the strictest class the instance is running now (an idle
+   instance has no target and holds).
+4. EWMA > target: halve ``max_num_seqs`` (not below ``b_min``). Otherwise, double it (not
+   above ``b_max``: ``b_max_batch`` on batch-pool instances, ``b_max_other`` elsewhere) when
+   the window's throughput exceeds by more than ``epsilon`` the throughput of the window that
+   ended at the last change; else hold (the throughput knee: a larger batch bought nothing).
+
+The reference throughput is reset at every change, decreases included, so after an ITL
+violation the limit grows again only when throughput beats what the larger batch delivered;
+this stops the loop from oscillating between B and 2B. Before the first change there is no
+reference, and the first window within the ITL target doubles the limit as a probe. These
+two choices are reconstructions: the paper does not publish its update rule.
+
+An instance first seen ready is set to ``b_start`` (or keeps its configured limit), clamped to
+``[b_min, b_max]``. State is kept per instance id and dropped once the instance is not ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chironsim.policies.actions import SetMaxNumSeqs
+from chironsim.policies.chiron.config import ChironPolicyConfig
+from chironsim.policies.observation import READY, ClusterView, InstanceView
+
+
+@dataclass
+class _InstanceState:
+    """Counters at the previous tick, the smoothed ITL and the throughput reference."""
+
+    time: float
+    tokens: int
+    iterations: int
+    seconds: float
+    ewma_itl: float | None = None
+    reference_tps: float | None = None
+
+
+class ChironLocalAutoscaler:
+    """Per-instance ``max_num_seqs`` control; see the module docstring for the rule."""
+
+    def __init__(self, cfg: ChironPolicyConfig) -> None:
+        self.cfg = cfg
+        self.interval = cfg.local_interval
+        self._state: dict[str, _InstanceState] = {}
+
+    def target_itl(self, inst: InstanceView) -> float | None:
+        """ITL SLO of the strictest listed class running on ``inst``; None when none is."""
+        slo = self.cfg.itl_slo
+        targets = [slo[name] for name, count in inst.running_by_class
+                   if count > 0 and name in slo]
+        return min(targets) if targets else None
+
+    def on_tick(self, view: ClusterView) -> list[SetMaxNumSeqs]:
+        actions: list[SetMaxNumSeqs] = []
+        seen: set[str] = set()
+        for pool in view.pools.values():
+            for inst in pool.instances:
+                if inst.state != READY:
+                    continue
+                seen.add(inst.instance_id)
+                action = self._decide(view.time, inst)
+                if action is not None:
+                    actions.append(action)
+        for gone in [iid for iid in self._state if iid not in seen]:
+            del self._state[gone]
+        return actions
+
+    def _decide(self, now: float, inst: InstanceView) -> SetMaxNumSeqs | None:
+        cfg = self.cfg
+        b_max = cfg.b_max(inst.pool)
+        current = inst.max_num_seqs
+        state = self._state.get(inst.instance_id)
+        if state is None:
+            self._state[inst.instance_id] = _InstanceState(
+                now, inst.tokens_generated, inst.decode_iterations, inst.decode_seconds)
+            start = cfg.b_start if cfg.b_start is not None else current
+            first = min(max(start, cfg.b_min), b_max)
+            return self._set(inst, first, f"chiron local: first seen, limit in [{cfg.b_min}, "
+                             f"{b_max}]")
+
+        dt = now - state.time
+        iterations = inst.decode_iterations - state.iterations
+        seconds = inst.decode_seconds - state.seconds
+        tokens = inst.tokens_generated - state.tokens
+        state.time, state.tokens = now, inst.tokens_generated
+        state.iterations, state.seconds = inst.decode_iterations, inst.decode_seconds
+        if dt <= 0 or iterations <= 0:
+            return None
+        itl = seconds / iterations
+        state.ewma_itl = itl if state.ewma_itl is None else (
+            cfg.alpha * itl + (1 - cfg.alpha) * state.ewma_itl)
+        tps = tokens / dt
+        target = self.target_itl(inst)
+        if target is None:
+            return None
+        observed = f"ewma_itl={state.ewma_itl:.4g}s target={target:.4g}s tps={tps:.4g}"
+        if state.ewma_itl > target:
+            state.reference_tps = tps
+            return self._set(inst, max(cfg.b_min, current // 2),
+                             f"chiron local: {observed} above target, halve")
+        reference = state.reference_tps
+        if reference is None or tps > (1 + cfg.epsilon) * reference:
+            state.reference_tps = tps
+            gain = "probe" if reference is None else f"tps rose from {reference:.4g}"
+            return self._set(inst, min(b_max, 2 * current),
+                             f"chiron local: {observed}, {gain}, double")
+        return None
+
+    @staticmethod
+    def _set(inst: InstanceView, limit: int, reason: str) -> SetMaxNumSeqs | None:
+        if limit == inst.max_num_seqs:
+            return None
+        return SetMaxNumSeqs(inst.instance_id, limit,
+                             reason=f"{reason}: {inst.max_num_seqs} -> {limit}")
