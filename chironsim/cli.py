@@ -19,6 +19,8 @@ EXIT_USER_ERROR = 2
 #: sets ``func`` to a handler ``(args) -> int``. Keeps experiment-level commands in their own
 #: modules instead of growing this file.
 COMMAND_MODULES = (
+    "chironsim.experiments.analysis_cli",
+    "chironsim.experiments.sweep_cli",
 )
 
 
