@@ -8,6 +8,8 @@ backend or opens a window.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -36,20 +38,36 @@ def latency_cdf(
     requests: pd.DataFrame, ax: Axes, metric: str = "ttft", log_x: bool = False
 ) -> Axes:
     """Empirical CDF of one latency over finished requests, one line per request class."""
+    check_latency_metric(metric)
+    done = requests[requests["status"].astype(str) == FINISHED]
+    classes = sorted(done["request_class"].astype(str).unique())
+    lines = ((cls, done.loc[done["request_class"].astype(str) == cls, metric]) for cls in classes)
+    return cdf_lines(ax, lines, metric, log_x)
+
+
+def check_latency_metric(metric: str) -> None:
     if metric not in LATENCY_LABELS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(LATENCY_LABELS)}")
+
+
+def cdf_lines(ax: Axes, lines: Iterable[tuple[str, pd.Series]], metric: str,
+              log_x: bool = False) -> Axes:
+    """Draw one empirical CDF per ``(label, values)`` pair (NaNs dropped) and label the axes.
+
+    Shared by the per-run and per-sweep CDF figures so both read the same way.
+    """
     title = f"{metric.upper()} CDF"
-    done = requests[requests["status"].astype(str) == FINISHED]
     drawn = False
-    for cls in sorted(done["request_class"].astype(str).unique()):
-        values = done.loc[done["request_class"].astype(str) == cls, metric].to_numpy(dtype=float)
-        values = np.sort(values[~np.isnan(values)])
+    for label, series in lines:
+        values = np.sort(series.to_numpy(dtype=float))
+        values = values[~np.isnan(values)]
         if len(values) == 0:
             continue
         # Start at 0 on the smallest value so the curve reads as a CDF, not a floating step.
         xs = np.concatenate([values[:1], values])
         fraction = np.arange(len(values) + 1) / len(values)
-        ax.step(xs, fraction, where="post", label=f"{cls} (n={len(values)})")
+        ax.step(xs, fraction, where="post",
+                label=f"{label} (n={len(values)})" if label else f"n={len(values)}")
         drawn = True
     if not drawn:
         return no_data(ax, title)

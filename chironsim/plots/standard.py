@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +28,8 @@ DPI = 110
 def write_standard_plots(result: ResultLike, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write latency CDFs (TTFT, TPOT, E2E), instances, queue and KV utilisation over time.
 
-    Returns the paths written, in that order. Uses the Agg canvas directly: no window, no
-    pyplot state, nothing left open.
+    Returns the paths written, in that order.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     drawings: list[tuple[str, Callable[[Axes], Axes]]] = [
         *(
             (f"latency_cdf_{m}.png", lambda ax, m=m: latency_cdf(result.requests, ax, m))
@@ -42,6 +39,17 @@ def write_standard_plots(result: ResultLike, out_dir: str | os.PathLike[str]) ->
         ("queue.png", lambda ax: queue_over_time(result.timeseries, ax)),
         ("kv_utilization.png", lambda ax: kv_utilization_over_time(result.timeseries, ax)),
     ]
+    return save_figures(drawings, out_dir)
+
+
+def save_figures(drawings: Sequence[tuple[str, Callable[[Axes], Axes]]],
+                 out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Draw each ``(file name, draw(ax))`` on its own figure and save it as a PNG in ``out_dir``.
+
+    Uses the Agg canvas directly: no window, no pyplot state, nothing left open.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, draw in drawings:
         fig = Figure(figsize=FIGSIZE, dpi=DPI)

@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from chironsim.metrics.records import FINISHED
 from chironsim.metrics.summary import ALL
-from chironsim.plots.figures import LATENCY_LABELS, no_data
-from chironsim.plots.standard import DPI, FIGSIZE
+from chironsim.plots.figures import check_latency_metric, cdf_lines, no_data
+from chironsim.plots.standard import save_figures
 
 
 def _short(name: str, names: Sequence[str]) -> str:
@@ -113,31 +111,10 @@ def latency_cdf_by_group(
     log_x: bool = False,
 ) -> Axes:
     """Empirical CDF of one latency over finished requests (every class), one line per group."""
-    if metric not in LATENCY_LABELS:
-        raise ValueError(f"metric {metric!r} is not one of {', '.join(LATENCY_LABELS)}")
-    title = f"{metric.upper()} CDF"
+    check_latency_metric(metric)
     done = requests[requests["status"].astype(str) == FINISHED] if len(requests) else requests
-    drawn = False
-    for label, part in _groups(done, group):
-        values = np.sort(part[metric].to_numpy(dtype=float))
-        values = values[~np.isnan(values)]
-        if len(values) == 0:
-            continue
-        xs = np.concatenate([values[:1], values])
-        ax.step(xs, np.arange(len(values) + 1) / len(values), where="post",
-                label=f"{label} (n={len(values)})" if label else f"n={len(values)}")
-        drawn = True
-    if not drawn:
-        return no_data(ax, title)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(LATENCY_LABELS[metric])
-    ax.set_ylabel("fraction of finished requests")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    return ax
+    lines = ((label, part[metric]) for label, part in _groups(done, group))
+    return cdf_lines(ax, lines, metric, log_x)
 
 
 def instances_by_group(
@@ -176,8 +153,6 @@ def write_sweep_plots(
     ``timeseries`` of the runs at one load (``at_label`` names it in the titles):
     ``ttft_cdf.png``, ``tpot_cdf.png`` and ``instances.png``.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     at = f" at {at_label}" if at_label else ""
     drawings: list[tuple[str, Callable[[Axes], Axes]]] = [
         ("slo_attainment_vs_load.png", lambda ax: attainment_vs_load(summary, ax, x, group)),
@@ -192,16 +167,7 @@ def write_sweep_plots(
           for m in ("ttft", "tpot")),
         ("instances.png", lambda ax: _titled(instances_by_group(timeseries, ax, group), at)),
     ]
-    written = []
-    for name, draw in drawings:
-        fig = Figure(figsize=FIGSIZE, dpi=DPI)
-        FigureCanvasAgg(fig)
-        draw(fig.add_subplot())
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path)
-        written.append(path)
-    return written
+    return save_figures(drawings, out_dir)
 
 
 def _titled(ax: Axes, suffix: str) -> Axes:
