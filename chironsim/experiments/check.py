@@ -45,14 +45,12 @@ from chironsim.errors import ConfigError
 from chironsim.experiments.compare import CLUSTER, CLUSTER_COLUMNS
 from chironsim.experiments.config import (
     ScenarioConfig,
-    _Locator,
-    _read_yaml,
-    _validate,
-    _yaml_line,
     apply_overrides,
-    dotted,
     load_config,
+    validate_scenario,
 )
+from chironsim.experiments.messages import dotted
+from chironsim.experiments.yaml_source import Locator, read_yaml, yaml_line
 from chironsim.metrics.summary import ALL, SUMMARY_SCHEMA
 
 #: Per-class metrics ``--update`` pins in a file that has no baseline yet.
@@ -179,7 +177,7 @@ def regression_files(path: str | os.PathLike[str]) -> list[Path]:
 def load_regression(path: str | os.PathLike[str]) -> Regression:
     """Read and validate a regression file and the scenario it names."""
     path = Path(path)
-    data, root = _read_yaml(path)
+    data, root = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(_TOP_KEYS)}")
     try:
@@ -214,7 +212,7 @@ def _describe(error: Any) -> tuple[tuple, str]:
 def _report(path: Path, root: yaml.Node | None, problems: list[tuple[tuple, str]]) -> ConfigError:
     lines = []
     for loc, msg in problems:
-        line = _yaml_line(root, loc) if root is not None else None
+        line = yaml_line(root, loc) if root is not None else None
         where = f"{path}:{line}" if line else str(path)
         lines.append(f"{where}: {dotted(loc) + ': ' if loc else ''}{msg}")
     if len(lines) == 1:
@@ -238,12 +236,12 @@ def _load_scenario(path: Path, root: yaml.Node | None,
             raise ConfigError(f"{path}: its scenario does not validate: {text}") from None
     if isinstance(spec.scenario, dict):
         entry = _mapping_get(root, "scenario")
-        where = _Locator(str(path), entry[1] if entry else None)
+        where = Locator(str(path), entry[1] if entry else None)
         try:
             data = apply_overrides(copy.deepcopy(spec.scenario), overrides)
         except ConfigError as err:
             raise ConfigError(f"{path}: {str(err).replace('--set ', 'set: ')}") from None
-        return _validate(data, where, path.parent), path.parent
+        return validate_scenario(data, where, path.parent), path.parent
     raise _report(path, root, [(("scenario",), "must be a path to a scenario YAML (relative to "
                                 "this file) or an inline scenario mapping")])
 
@@ -368,7 +366,7 @@ def update_baseline(regression: Regression, summary: pd.DataFrame) -> list[Chang
     """
     path = regression.path
     text = path.read_text(encoding="utf-8")
-    _, root = _read_yaml(path)
+    _, root = read_yaml(path)
     entry = _mapping_get(root, "baseline")
     if not regression.spec.baseline:
         block, changes = _baseline_block(regression.config, summary)

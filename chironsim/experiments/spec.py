@@ -35,15 +35,9 @@ from pydantic import Field, ValidationError
 
 from chironsim.config_base import StrictModel
 from chironsim.errors import ConfigError
-from chironsim.experiments.config import (
-    KeyPath,
-    ScenarioConfig,
-    _Locator,
-    _read_yaml,
-    _validate,
-    _yaml_line,
-    dotted,
-)
+from chironsim.experiments.config import ScenarioConfig, validate_scenario
+from chironsim.experiments.messages import KeyPath, dotted
+from chironsim.experiments.yaml_source import Locator, read_yaml, yaml_line
 from chironsim.metrics.summary import SUMMARY_SCHEMA
 from chironsim.metrics.tables import FLOAT, INT
 
@@ -118,7 +112,7 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, SpecSource]:
         raise ConfigError(f"{path}: sweep spec not found")
     if not path.is_file():
         raise ConfigError(f"{path}: is not a file; expected a sweep spec YAML file")
-    data, root = _read_yaml(path)
+    data, root = read_yaml(path)
     source = SpecSource(str(path), path.parent, root, path.read_text(encoding="utf-8"))
     return parse_spec(data, source), source
 
@@ -126,7 +120,7 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, SpecSource]:
 def parse_spec(data: Any, source: SpecSource | None = None) -> SweepSpec:
     """Validate a spec mapping; errors read ``FILE:LINE: key.path: problem``."""
     source = source or SpecSource()
-    where = _Locator(source.source, source.root)
+    where = Locator(source.source, source.root)
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise ConfigError(f"{source.source}: expected a mapping of sweep keys, got {kind}")
@@ -218,7 +212,7 @@ def expand(spec: SweepSpec, source: SpecSource | None = None) -> SweepPlan:
         coords = {a.axis: a.label for a in combo}
         locator = _PointLocator(source, combo, base_where, coords)
         try:
-            config = _validate(data, locator, base_dir)
+            config = validate_scenario(data, locator, base_dir)
         except ConfigError as err:
             problems.update(dict.fromkeys(locator.lines or [str(err)]))
             continue
@@ -238,7 +232,7 @@ def point_id(config: ScenarioConfig) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:POINT_ID_HEX]
 
 
-def _load_base(spec: SweepSpec, source: SpecSource) -> tuple[dict[str, Any], Path, _Locator]:
+def _load_base(spec: SweepSpec, source: SpecSource) -> tuple[dict[str, Any], Path, Locator]:
     """The base scenario as a mapping, the folder its paths resolve in, and its locator."""
     if isinstance(spec.base, dict):
         return copy.deepcopy(spec.base), source.folder, _PrefixLocator(source, ("base",))
@@ -248,11 +242,11 @@ def _load_base(spec: SweepSpec, source: SpecSource) -> tuple[dict[str, Any], Pat
     if not path.is_file():
         raise ConfigError(f"{line}: scenario file {path} "
                           f"{'is not a file' if path.exists() else 'not found'}")
-    data, root = _read_yaml(path)
+    data, root = read_yaml(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data, path.parent, _Locator(str(path), root)
+    return data, path.parent, Locator(str(path), root)
 
 
 def _axes(spec: SweepSpec, base: dict[str, Any]) -> list[list[_Assignment]]:
@@ -359,12 +353,12 @@ def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
 
 
 def _spec_line(source: SpecSource, path: KeyPath) -> str:
-    line = _yaml_line(source.root, path) if source.root is not None else None
+    line = yaml_line(source.root, path) if source.root is not None else None
     here = f"{source.source}:{line}" if line else source.source
     return f"{here}: {dotted(path)}" if path else here
 
 
-class _PrefixLocator(_Locator):
+class _PrefixLocator(Locator):
     """Locates keys of an inline base: ``base.cluster.gpu`` in the spec file."""
 
     def __init__(self, source: SpecSource, prefix: KeyPath) -> None:
@@ -375,7 +369,7 @@ class _PrefixLocator(_Locator):
         return super().__call__((*self.prefix, *path))
 
 
-class _PointLocator(_Locator):
+class _PointLocator(Locator):
     """Blames a problem in a point's config on the grid value (or variant) that set the key.
 
     A problem at a key no axis touches comes from the base scenario and is located there. A
@@ -384,7 +378,7 @@ class _PointLocator(_Locator):
     located lines so that :func:`expand` can merge the same problem across points.
     """
 
-    def __init__(self, source: SpecSource, combo: Sequence[_Assignment], base: _Locator,
+    def __init__(self, source: SpecSource, combo: Sequence[_Assignment], base: Locator,
                  coords: dict[str, Any]) -> None:
         point = ", ".join(f"{k}={v}" for k, v in coords.items())
         super().__init__(f"{source.source}: grid point ({point})")
