@@ -76,14 +76,19 @@ def _check_out_dir(out: Path) -> None:
         raise ChironError(f"{out}: cannot create the results folder, {existing} is a file")
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type for whole numbers ≥ ``minimum``, with a message a person can act on."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -127,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key (dotted path), e.g. cluster.pools.default.instances=8")
     p_run.add_argument("--out", help="results folder (default results/<name>)")
-    p_run.add_argument("--seed", type=_non_negative_int, help="random seed (overrides the config's)")
+    p_run.add_argument("--seed", type=int_at_least(0), help="random seed (overrides the config's)")
     p_run.add_argument("--format", choices=["parquet", "csv"], help="table format")
     p_run.add_argument("--no-plots", action="store_true", help="skip the standard figures")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")

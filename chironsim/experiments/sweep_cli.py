@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from chironsim.cli import int_at_least
+
 EXIT_FAILED_RUNS = 1
 EXIT_INTERRUPTED = 130
 
@@ -23,22 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="sweep spec YAML file")
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local processes (default) or Ray tasks")
-    p.add_argument("--workers", type=_positive_int,
+    p.add_argument("--workers", type=int_at_least(1),
                    help="parallel runs (default: CPU count; 1 runs in this process)")
     p.add_argument("--out", help="sweep folder (default results/<name>)")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_sweep)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
