@@ -1,0 +1,368 @@
+"""Reproduce the Chiron experiment: size the static baseline, run every policy x load x seed,
+aggregate, and draw the figures.
+
+    .venv/bin/python experiments/chiron/run.py                # everything (about 20 min on 2 cores)
+    .venv/bin/python experiments/chiron/run.py --stage size   # only the static sizing
+    .venv/bin/python experiments/chiron/run.py --stage runs --workers 2
+    .venv/bin/python experiments/chiron/run.py --stage aggregate
+
+Raw run folders go to ``experiments/chiron/results/`` (git-ignored); the small aggregated CSVs
+go to ``experiments/chiron/`` and the PNGs to ``experiments/chiron/figures/``. The scenario
+(``configs/base_8b.yaml``) is the Chiron layout; the baselines are derived from it here so that
+every policy sees the same workload and seeds. Why each choice was made: REPORT.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = HERE / "configs"
+RESULTS = HERE / "results"
+FIGURES = HERE / "figures"
+BASE = CONFIGS / "base_8b.yaml"
+
+#: Load multipliers of the interactive traffic (trace rate_scale and the burst's rate).
+LOADS = {"1x": 1.0, "2x": 2.0, "4x": 4.0}
+SEEDS = (1, 2)
+#: Mean rate of the Azure 2023 conversation trace (DERIVED_trace_stats.json: 5.53 req/s); the
+#: burst runs at 1.5x it, scaled with the load.
+TRACE_RATE = 5.53
+#: First to last arrival of that trace (DERIVED_trace_stats.json: 3501.7 s).
+TRACE_SPAN_S = 3501.7
+SPIKE_FACTOR = 1.5
+#: Interactive SLO target of the static sizing: attainment a peak-provisioned deployment must
+#: reach with interactive traffic alone.
+STATIC_TARGET = 0.99
+#: Engine of the static and reactive interactive pools: a latency-tuned vLLM deployment (64
+#: seats), which also makes the seat-utilisation metric of the reactive autoscaler meaningful.
+BASELINE_INTERACTIVE_ENGINE = {"max_num_seqs": 64, "max_num_batched_tokens": 2048}
+POLICIES = ("chiron", "chiron-bmin64", "chiron-no-local", "chiron-no-global", "chiron-no-mixed",
+            "static", "reactive")
+#: b_min of the chiron-bmin64 variant: a floor that keeps the local autoscaler's ratchet (see
+#: REPORT.md, "Bugs") from parking mixed/interactive instances at 16 seats.
+BMIN_VARIANT = 64
+
+
+def load_base() -> dict[str, Any]:
+    return yaml.safe_load(BASE.read_text())
+
+
+def with_load(cfg: dict[str, Any], load: float) -> dict[str, Any]:
+    """Load L: the trace replayed L times faster (``rate_scale``), tiled L times back to back so
+    that every load fills the same one-hour window (L trace streams, the k-th starting at
+    k/L of the hour). The burst's rate scales with L too."""
+    cfg = copy.deepcopy(cfg)
+    streams = cfg["workload"]["streams"]
+    trace, rest = streams[0], streams[1:]
+    copies = round(load)
+    if copies != load or copies < 1:
+        raise ValueError(f"loads must be whole multiples of the trace, got {load}")
+    slot = cfg["duration_s"] / copies
+    tiles = []
+    for k in range(copies):
+        tile = copy.deepcopy(trace)
+        # the trace spans TRACE_SPAN_S < the window: stretch it to fill its slot exactly
+        tile["rate_scale"] = round(TRACE_SPAN_S / slot, 6)
+        tile["start"] = round(k * slot, 6)
+        tiles.append(tile)
+    rest[0]["arrival"]["spike_rate"] = round(SPIKE_FACTOR * TRACE_RATE * load, 4)
+    cfg["workload"]["streams"] = tiles + rest
+    return cfg
+
+
+def baseline_pools(n_interactive: int, n_batch: int, cap: int) -> dict[str, Any]:
+    """Two pools, one per class: the static/reactive layout (no global queue, no mixed)."""
+    return {
+        "interactive": {"instances": n_interactive, "classes": ["interactive"],
+                        "max_instances": cap, "engine": BASELINE_INTERACTIVE_ENGINE},
+        "batch": {"instances": n_batch, "classes": ["batch"], "max_instances": cap},
+    }
+
+
+def scenario(policy: str, load: float, seed: int, sizing: dict[str, int]) -> dict[str, Any]:
+    """The config of one run. ``sizing``: static's interactive count at this load and batch
+    count (from :func:`size_static`)."""
+    cfg = with_load(load_base(), load)
+    cfg["seed"] = seed
+    cfg["name"] = f"{policy}-{load:g}x-s{seed}"
+    chiron = cfg["policy"]
+    if policy == "chiron":
+        pass
+    elif policy == "chiron-bmin64":
+        chiron["b_min"] = BMIN_VARIANT
+    elif policy == "chiron-no-local":
+        chiron["local"] = False
+    elif policy == "chiron-no-global":
+        # Nothing scales: start from the peak-provisioned static counts (plus the mixed pool).
+        chiron["global_scaling"] = False
+        cfg["cluster"]["pools"]["interactive"]["instances"] = sizing["interactive"]
+        cfg["cluster"]["pools"]["batch"]["instances"] = sizing["batch"]
+    elif policy == "chiron-no-mixed":
+        chiron["mixed"] = False
+        cfg["cluster"]["pools"]["mixed"]["instances"] = 0
+    elif policy == "static":
+        cfg["cluster"]["pools"] = baseline_pools(sizing["interactive"], sizing["batch"], 25)
+        cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
+    elif policy == "reactive":
+        cfg["cluster"]["pools"] = baseline_pools(2, 1, 25)
+        cfg["policy"] = {"kind": "reactive", "metric": "utilization", "target": 0.6,
+                         "tolerance": 0.1, "interval_s": 15, "scale_up_stabilization_s": 0,
+                         "scale_down_stabilization_s": 300, "cooldown_s": 60,
+                         "min_instances": 1, "max_instances": 25,
+                         "router": {"kind": "least_outstanding"}}
+    else:
+        raise ValueError(f"unknown policy {policy!r}")
+    return cfg
+
+
+def _run(cfg: dict[str, Any], out: Path | None) -> pd.DataFrame:
+    """One simulation; returns its summary with the run's labels (and saves its tables)."""
+    from chironsim.experiments.runner import run
+
+    result = run(cfg, base_dir=CONFIGS)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("requests", "summary", "timeseries", "events", "instances"):
+            getattr(result, name).to_parquet(out / f"{name}.parquet")
+        (out / "wall_s.txt").write_text(f"{result.manifest['wall_seconds']:.1f}\n")
+    return result.summary
+
+
+# ----------------------------------------------------------------------------- static sizing
+
+
+def _interactive_only(load: float, n: int) -> dict[str, Any]:
+    cfg = with_load(load_base(), load)
+    cfg["workload"]["streams"] = [s for s in cfg["workload"]["streams"] if s["kind"] != "batch"]
+    cfg["classes"].pop("batch")
+    cfg["cluster"]["pools"] = {"interactive": {"instances": n, "classes": ["interactive"],
+                                               "engine": BASELINE_INTERACTIVE_ENGINE}}
+    cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
+    cfg["drain_s"] = 300
+    return cfg
+
+
+def _batch_only(n: int) -> dict[str, Any]:
+    cfg = load_base()
+    cfg["workload"]["streams"] = [s for s in cfg["workload"]["streams"] if s["kind"] == "batch"]
+    cfg["classes"].pop("interactive")
+    cfg["cluster"]["pools"] = {"batch": {"instances": n, "classes": ["batch"]}}
+    cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
+    return cfg
+
+
+def _attainment(summary: pd.DataFrame, cls: str) -> float:
+    return float(summary.set_index("request_class").loc[cls, "slo_attainment"])
+
+
+def size_static() -> dict[str, int]:
+    """Smallest interactive count meeting STATIC_TARGET alone at each load (burst included),
+    and smallest batch count that finishes the whole batch job by its deadline (seed 1)."""
+    sizing: dict[str, int] = {}
+    rows = []
+    n = 1
+    for label, load in LOADS.items():
+        while True:
+            att = _attainment(_run(_interactive_only(load, n), None), "interactive")
+            rows.append({"what": f"interactive@{label}", "instances": n, "attainment": att})
+            print(f"  sizing interactive@{label}: {n} instances -> {att:.4f}", flush=True)
+            if att >= STATIC_TARGET:
+                break
+            n += 1
+        sizing[f"interactive@{label}"] = n
+    n = 1
+    while True:
+        att = _attainment(_run(_batch_only(n), None), "batch")
+        rows.append({"what": "batch", "instances": n, "attainment": att})
+        print(f"  sizing batch: {n} instances -> {att:.4f}", flush=True)
+        if att >= 1.0:
+            break
+        n += 1
+    sizing["batch"] = n
+    pd.DataFrame(rows).to_csv(HERE / "static_sizing.csv", index=False)
+    (HERE / "static_sizing.json").write_text(json.dumps(sizing, indent=1) + "\n")
+    return sizing
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _job(args: tuple[str, str, int, dict[str, int]]) -> pd.DataFrame:
+    policy, label, seed, sizing = args
+    load = LOADS[label]
+    size = {"interactive": sizing[f"interactive@{label}"], "batch": sizing["batch"]}
+    out = RESULTS / f"{policy}_{label}_s{seed}"
+    if (out / "summary.parquet").exists():
+        summary = pd.read_parquet(out / "summary.parquet")
+    else:
+        summary = _run(scenario(policy, load, seed, size), out)
+        print(f"  done {out.name} ({(out / 'wall_s.txt').read_text().strip()} s)", flush=True)
+    instances = pd.read_parquet(out / "instances.parquet")
+    started = instances[instances.provision_time > 0]
+    extra = {"cold_starts": len(started)}
+    for pool_name, seconds in instances.groupby("pool").gpu_seconds.sum().items():
+        extra[f"gpu_hours_{pool_name}"] = seconds / 3600
+    return summary.assign(policy=policy, load=label, seed=seed, **extra)
+
+
+def run_all(sizing: dict[str, int], workers: int) -> pd.DataFrame:
+    jobs = [(p, label, s, sizing) for label in LOADS for s in SEEDS for p in POLICIES]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            frames = list(pool.map(_job, jobs))
+    else:
+        frames = [_job(j) for j in jobs]
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(HERE / "runs.csv", index=False)
+    return table
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _ci(values: pd.Series) -> float:
+    """Half-width of the 95 % Student-t interval of the mean over seeds."""
+    from scipy import stats
+
+    n = values.count()
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+
+
+def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    wide = table.pivot_table(index=["policy", "load", "seed"], columns="request_class",
+                             values=["slo_attainment", "ttft_p99", "gpu_hours",
+                                     "goodput_tokens_per_gpu_hour", "unfinished"],
+                             aggfunc="first")
+    wide.columns = [f"{m}_{c}" for m, c in wide.columns]
+    wide = wide.reset_index()
+    per_run = table.drop_duplicates(["policy", "load", "seed"]).set_index(
+        ["policy", "load", "seed"])[["cold_starts"]]
+    wide = wide.join(per_run, on=["policy", "load", "seed"])
+    metrics = {
+        "slo_interactive": "slo_attainment_interactive",
+        "slo_batch": "slo_attainment_batch",
+        "ttft_p99_interactive": "ttft_p99_interactive",
+        "gpu_hours": "gpu_hours_all",
+        "goodput_per_gpu_hour": "goodput_tokens_per_gpu_hour_all",
+        "batch_unfinished": "unfinished_batch",
+        "cold_starts": "cold_starts",
+    }
+    rows = []
+    for (policy, load), grp in wide.groupby(["policy", "load"]):
+        row: dict[str, Any] = {"policy": policy, "load": load, "seeds": len(grp)}
+        for name, col in metrics.items():
+            row[name] = grp[col].mean()
+            row[f"{name}_ci95"] = _ci(grp[col])
+        rows.append(row)
+    agg = pd.DataFrame(rows)
+    order = {p: i for i, p in enumerate(POLICIES)}
+    agg = agg.sort_values(["load", "policy"], key=lambda s: s.map(order) if s.name == "policy"
+                          else s).reset_index(drop=True)
+    agg.to_csv(HERE / "aggregate.csv", index=False, float_format="%.6g")
+    return agg
+
+
+def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURES.mkdir(exist_ok=True)
+    loads = list(LOADS)
+    width = 0.8 / len(POLICIES)
+    for metric, title, fname in (
+        ("slo_interactive", "Interactive SLO attainment", "slo_interactive.png"),
+        ("slo_batch", "Batch deadline attainment", "slo_batch.png"),
+        ("gpu_hours", "GPU-hours", "gpu_hours.png"),
+        ("goodput_per_gpu_hour", "Goodput (SLO-meeting output tokens) per GPU-hour",
+         "goodput_per_gpu_hour.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        for k, policy in enumerate(POLICIES):
+            sub = agg[agg.policy == policy].set_index("load").reindex(loads)
+            x = np.arange(len(loads)) + (k - len(POLICIES) / 2 + 0.5) * width
+            ax.bar(x, sub[metric], width, yerr=sub[f"{metric}_ci95"].fillna(0), label=policy,
+                   capsize=2)
+        ax.set_xticks(np.arange(len(loads)), [f"load {lbl}" for lbl in loads])
+        ax.set_title(title)
+        if metric.startswith("slo"):
+            ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7, ncol=3)
+        fig.tight_layout()
+        fig.savefig(FIGURES / fname, dpi=110)
+        plt.close(fig)
+
+    # instances over time per pool, chiron vs reactive (and static for reference)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, policy in zip(axes, ("chiron", "reactive")):
+        ts = pd.read_parquet(RESULTS / f"{policy}_{load_for_timeseries}_s{seed}" /
+                             "timeseries.parquet")
+        ts = ts.assign(active=ts.provisioning + ts.loading + ts.ready + ts.draining)
+        for pool, grp in ts.groupby("pool"):
+            ax.plot(grp.time / 60, grp.active, label=pool)
+        total = ts.groupby("time").active.sum()
+        ax.plot(total.index / 60, total.values, "k--", lw=1, label="total")
+        ax.set_title(f"{policy}, load {load_for_timeseries}, seed {seed}")
+        ax.set_xlabel("time (min)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("instances (incl. starting)")
+    fig.tight_layout()
+    fig.savefig(FIGURES / "instances_over_time.png", dpi=110)
+    plt.close(fig)
+
+    # local autoscaler at work: mean max_num_seqs per pool over time (chiron)
+    ts = pd.read_parquet(RESULTS / f"chiron_{load_for_timeseries}_s{seed}" / "timeseries.parquet")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for pool, grp in ts.groupby("pool"):
+        ax.plot(grp.time / 60, grp.max_num_seqs, label=pool)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("time (min)")
+    ax.set_ylabel("mean max_num_seqs of ready instances")
+    ax.set_title(f"Chiron local autoscaler, load {load_for_timeseries}, seed {seed}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "max_num_seqs_over_time.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("all", "size", "runs", "aggregate"), default="all")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    sizing_file = HERE / "static_sizing.json"
+    if args.stage in ("all", "size") or not sizing_file.exists():
+        print("sizing the static baseline", flush=True)
+        sizing = size_static()
+    else:
+        sizing = json.loads(sizing_file.read_text())
+    print("static sizing:", sizing, flush=True)
+    if args.stage == "size":
+        return
+    if args.stage in ("all", "runs"):
+        table = run_all(sizing, args.workers)
+    else:
+        table = pd.read_csv(HERE / "runs.csv")
+    agg = aggregate(table)
+    figures(agg)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+if __name__ == "__main__":
+    main()
