@@ -134,6 +134,17 @@ def test_interactive_overflows_to_the_mixed_instance_with_least_interactive_load
     assert ChironRouter(CFG).route(request(), candidates) == "m1"
 
 
+def test_a_mixed_instance_full_of_interactive_work_is_only_a_last_resort():
+    candidates = [
+        inst("i0", "interactive", interactive=64, waiting=2),    # full
+        inst("m0", "mixed", interactive=64, waiting=3),          # full, nothing to evict
+        inst("i1", "interactive", interactive=64),               # full, least outstanding
+    ]
+    assert ChironRouter(CFG).route(request(), candidates) == "i1"
+    candidates.append(inst("m1", "mixed", interactive=30, batch=34, waiting=5))
+    assert ChironRouter(CFG).route(request(), candidates) == "m1"   # batch work to evict
+
+
 def test_interactive_without_mixed_candidates_goes_to_the_least_loaded_interactive():
     candidates = [inst("i0", "interactive", interactive=64, waiting=3),
                   inst("i1", "interactive", interactive=64)]
@@ -162,10 +173,13 @@ def test_other_classes_prefer_their_own_pool_then_least_outstanding():
 class LocalLoop:
     """Drives the local autoscaler on one instance, applying its actions like the cluster."""
 
-    def __init__(self, instance: InstanceView, cfg: ChironPolicyConfig = CFG) -> None:
+    def __init__(self, instance: InstanceView, cfg: ChironPolicyConfig = CFG,
+                 saturated: bool = False) -> None:
         self.scaler = ChironLocalAutoscaler(cfg)
         self.inst = instance
         self.time = 0.0
+        # Saturated: demand exceeds any limit, so the instance always runs max_num_seqs.
+        self.saturated = saturated
 
     def tick(self, itl: float | None = None, tokens: int = 0) -> list[SetMaxNumSeqs]:
         """Advance one second with ``tokens`` generated at inter-token latency ``itl``."""
@@ -179,6 +193,10 @@ class LocalLoop:
         for action in actions:
             assert action.instance_id == self.inst.instance_id
             self.inst = replace(self.inst, max_num_seqs=action.max_num_seqs)
+            if self.saturated:
+                (cls, _), = self.inst.running_by_class
+                self.inst = replace(self.inst, running=action.max_num_seqs,
+                                    running_by_class=((cls, action.max_num_seqs),))
         self.time += 1.0
         return actions
 
@@ -201,7 +219,7 @@ def test_halving_stops_at_b_min():
 
 
 def test_itl_is_smoothed_by_the_ewma():
-    loop = LocalLoop(inst("i0", "interactive", interactive=40, seats=64))
+    loop = LocalLoop(inst("i0", "interactive", interactive=64, seats=64))
     loop.tick()
     loop.tick(itl=0.03, tokens=400)            # ewma 0.03; first window within target: probe
     assert loop.inst.max_num_seqs == 128
@@ -211,7 +229,7 @@ def test_itl_is_smoothed_by_the_ewma():
 
 
 def test_rising_throughput_doubles_and_saturated_throughput_holds():
-    loop = LocalLoop(inst("b0", "batch", batch=256, seats=256))
+    loop = LocalLoop(inst("b0", "batch", batch=256, seats=256), saturated=True)
     loop.tick()
     assert [a.max_num_seqs for a in loop.tick(itl=0.2, tokens=1000)] == [512]   # probe
     assert [a.max_num_seqs for a in loop.tick(itl=0.2, tokens=1100)] == [1024]  # +10 %
@@ -223,7 +241,7 @@ def test_rising_throughput_doubles_and_saturated_throughput_holds():
 def test_batch_instances_reach_b_max_batch_and_others_stop_at_b_max_other():
     limits = {}
     for pool_name in ("batch", "interactive", "mixed"):
-        loop = LocalLoop(inst("x", pool_name, batch=8, seats=8))
+        loop = LocalLoop(inst("x", pool_name, batch=8, seats=8), saturated=True)
         loop.tick()
         tokens = 1000
         for _ in range(20):
@@ -237,9 +255,34 @@ def test_the_strictest_running_class_sets_the_target():
     mixed_both = LocalLoop(inst("m0", "mixed", interactive=5, batch=20, seats=64))
     mixed_both.tick()
     assert [a.max_num_seqs for a in mixed_both.tick(itl=0.1, tokens=300)] == [32]
-    batch_only = LocalLoop(inst("m1", "mixed", batch=25, seats=64))
+    batch_only = LocalLoop(inst("m1", "mixed", batch=64, seats=64))
     batch_only.tick()
     assert [a.max_num_seqs for a in batch_only.tick(itl=0.1, tokens=300)] == [128]
+
+
+def test_after_a_halving_the_limit_is_probed_up_again_not_stuck_at_the_floor():
+    """Under steady load a halved limit cannot out-earn the larger one it replaced, so the
+    throughput test alone would hold it at the floor forever; after ``probe_holdoff_s`` the
+    limit is probed upward again."""
+    loop = LocalLoop(inst("b0", "batch", batch=256, seats=256),
+                     ChironPolicyConfig(probe_holdoff_s=3.0), saturated=True)
+    loop.tick()
+    assert [a.max_num_seqs for a in loop.tick(itl=0.6, tokens=1000)] == [128]  # over 0.5 s
+    for _ in range(15):                  # EWMA 0.3·0.2 + 0.7·0.6 = 0.48: within the target
+        loop.tick(itl=0.2, tokens=600)
+        if loop.inst.max_num_seqs > 128:
+            break
+    assert loop.inst.max_num_seqs == 256
+    assert loop.time - 2.0 >= 3.0        # not before the hold-off
+
+
+def test_a_limit_that_does_not_bind_is_not_raised():
+    loop = LocalLoop(inst("i0", "interactive", interactive=10, seats=64))
+    loop.tick()
+    assert loop.tick(itl=0.01, tokens=400) == []         # 10 running of 64 seats: hold
+    waiting = LocalLoop(inst("i1", "interactive", interactive=10, waiting=3, seats=64))
+    waiting.tick()
+    assert [a.max_num_seqs for a in waiting.tick(itl=0.01, tokens=400)] == [128]
 
 
 def test_no_decode_or_no_running_request_means_no_change():

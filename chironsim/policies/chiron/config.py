@@ -60,6 +60,9 @@ class ChironPolicyConfig(StrictModel):
     epsilon: float = Field(0.05, ge=0, allow_inf_nan=False,
                            description="relative throughput gain that justifies doubling the "
                            "batch limit again (reconstruction)")
+    probe_holdoff_s: float = Field(10.0, ge=0, allow_inf_nan=False,
+                                   description="after an ITL-driven halving, seconds before the "
+                                   "limit may be probed upward again (reconstruction)")
     b_min: int = Field(1, ge=1, description="smallest max_num_seqs (reconstruction)")
     b_max_batch: int = Field(4096, ge=1, description="largest max_num_seqs on batch-pool "
                              "instances (secondary sources: batch sizes reach 2048-4096)")

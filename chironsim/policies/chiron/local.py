@@ -8,16 +8,20 @@ Every ``local_interval`` seconds, for each ready instance:
 2. The ITL is smoothed by an EWMA (weight ``alpha`` on the newest window).
 3. The target is the ITL SLO of the strictest class the instance is running now (an idle
    instance has no target and holds).
-4. EWMA > target: halve ``max_num_seqs`` (not below ``b_min``). Otherwise, double it (not
-   above ``b_max``: ``b_max_batch`` on batch-pool instances, ``b_max_other`` elsewhere) when
-   the window's throughput exceeds by more than ``epsilon`` the throughput of the window that
-   ended at the last change; else hold (the throughput knee: a larger batch bought nothing).
+4. EWMA > target: halve ``max_num_seqs`` (not below ``b_min``). Otherwise, if the limit binds
+   (the instance runs ``max_num_seqs`` requests or has work waiting — a larger limit would
+   admit more), double it (not above ``b_max``: ``b_max_batch`` on batch-pool instances,
+   ``b_max_other`` elsewhere) as a *probe* when there is no throughput reference, or when the
+   window's throughput exceeds the reference by more than ``epsilon``; else hold (the
+   throughput knee: a larger batch bought nothing).
 
-The reference throughput is reset at every change, decreases included, so after an ITL
-violation the limit grows again only when throughput beats what the larger batch delivered;
-this stops the loop from oscillating between B and 2B. Before the first change there is no
-reference, and the first window within the ITL target doubles the limit as a probe. These
-two choices are reconstructions: the paper does not publish its update rule.
+The reference is the throughput of the window that ended at the last increase. A halving
+clears it, and the limit may be probed upward again ``probe_holdoff_s`` after the halving:
+comparing against the violating window's throughput instead (an earlier version did) leaves
+the limit stuck at its floor under steady load, because a smaller batch cannot beat the
+throughput of the larger one it replaced. Probing only while the limit binds keeps an idle
+instance from drifting to ``b_max`` and then admitting a whole burst at once. These choices
+are reconstructions: the paper does not publish its update rule.
 
 An instance first seen ready is set to ``b_start`` (or keeps its configured limit), clamped to
 ``[b_min, b_max]``. State is kept per instance id and dropped once the instance is not ready.
@@ -42,6 +46,7 @@ class _InstanceState:
     seconds: float
     ewma_itl: float | None = None
     reference_tps: float | None = None
+    halved_at: float | None = None
 
 
 class ChironLocalAutoscaler:
@@ -104,10 +109,16 @@ class ChironLocalAutoscaler:
             return None
         observed = f"ewma_itl={state.ewma_itl:.4g}s target={target:.4g}s tps={tps:.4g}"
         if state.ewma_itl > target:
-            state.reference_tps = tps
+            state.reference_tps = None
+            state.halved_at = now
             return self._set(inst, max(cfg.b_min, current // 2),
                              f"chiron local: {observed} above target, halve")
+        if inst.running < current and not inst.waiting:
+            return None  # the limit does not bind: more seats would admit nothing
         reference = state.reference_tps
+        if reference is None and state.halved_at is not None and (
+                now - state.halved_at < cfg.probe_holdoff_s):
+            return None
         if reference is None or tps > (1 + cfg.epsilon) * reference:
             state.reference_tps = tps
             gain = "probe" if reference is None else f"tps rose from {reference:.4g}"

@@ -25,12 +25,16 @@ def _less_loaded(best: InstanceView | None, inst: InstanceView) -> InstanceView:
 class ChironRouter:
     """Interactive requests: the least-outstanding interactive instance that has capacity (a
     free seat, ``running + waiting < max_num_seqs``, and KV utilisation below
-    ``overflow_kv_threshold``); if none has, a mixed instance; if there is no mixed instance
-    (or the mixed pool is ablated), the least-loaded interactive instance.
+    ``overflow_kv_threshold``); if none has, a mixed instance that can take it (a free seat,
+    or batch work to evict); failing both, the
+    least-loaded interactive or mixed instance, where it queues.
 
     Among mixed instances the one with the least *interactive* load (interactive running +
     waiting) wins, then fewest outstanding: the batch work on a mixed instance is evicted by
     an interactive arrival, so it does not delay the request the way interactive work does.
+    Overflowing onto a mixed instance that has neither a seat nor batch work would leave the
+    request queued behind interactive work there, with no one to re-route it; so such a
+    mixed instance is only a last resort like any other full instance.
 
     Any other class goes to the least-outstanding candidate of its own pool
     (:meth:`ChironPolicyConfig.own_pool`), else the least-outstanding candidate overall.
@@ -58,18 +62,21 @@ class ChironRouter:
     def _interactive(self, candidates: Sequence[InstanceView]) -> InstanceView:
         cfg = self._cfg
         with_room: InstanceView | None = None
-        interactive: InstanceView | None = None
         mixed: InstanceView | None = None
         mixed_load = 0
+        fallback: InstanceView | None = None
         other: InstanceView | None = None
         for inst in candidates:
             if inst.pool == cfg.interactive_pool:
-                interactive = _less_loaded(interactive, inst)
+                fallback = _less_loaded(fallback, inst)
                 if (inst.outstanding < inst.max_num_seqs
                         and inst.kv_utilization < cfg.overflow_kv_threshold):
                     with_room = _less_loaded(with_room, inst)
             elif inst.pool == cfg.mixed_pool:
                 if not cfg.mixed:
+                    continue
+                fallback = _less_loaded(fallback, inst)
+                if not self._mixed_can_take(inst):
                     continue
                 load = inst.running_of(cfg.interactive_class) + inst.waiting
                 if mixed is None or load < mixed_load or (
@@ -77,11 +84,18 @@ class ChironRouter:
                     mixed, mixed_load = inst, load
             else:
                 other = _less_loaded(other, inst)
-        for choice in (with_room, mixed, interactive, other):
+        for choice in (with_room, mixed, fallback, other):
             if choice is not None:
                 return choice
         # Only ablated-mixed candidates were offered: serve rather than drop the request.
         return _first_least_loaded(candidates)
+
+    def _mixed_can_take(self, inst: InstanceView) -> bool:
+        """A mixed instance can start an interactive request soon: it has a free seat, or it
+        runs batch work that the request will evict (interactive work is admitted ahead of any
+        batch work waiting there, so only a mixed instance full of interactive work is out)."""
+        return (inst.outstanding < inst.max_num_seqs
+                or inst.running_of(self._cfg.batch_class) > 0)
 
 
 def _first_least_loaded(candidates: Sequence[InstanceView]) -> InstanceView:
