@@ -149,3 +149,26 @@ def build_simulation(
     so tests can reach the instances' allocators."""
     cfg = parse_config(config, "<test>", base_dir or Path.cwd())
     return runner.build_simulation(cfg, base_dir or Path.cwd(), progress)[0]
+
+
+def light_scenario(name: str, seed: int, duration_s: float, **extra: Any) -> dict[str, Any]:
+    """A scenario that simulates in a fraction of a second: light Poisson traffic of fixed
+    100-in/20-out requests on one H100 for ``duration_s``; ``extra`` adds top-level keys."""
+    return {
+        "name": name,
+        "seed": seed,
+        "duration_s": duration_s,
+        "drain_s": 60,
+        "classes": {"interactive": {"slo": {"ttft": 2.0, "tpot": 0.1}}},
+        "workload": {"streams": [{
+            "kind": "synthetic",
+            "request_class": "interactive",
+            "arrival": {"kind": "poisson", "rate": 2.0},
+            "prompt_tokens": {"kind": "fixed", "value": 100},
+            "output_tokens": {"kind": "fixed", "value": 20},
+            "duration_s": duration_s,
+        }]},
+        "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm",
+                    "pools": {"default": {"instances": 1}}},
+        **extra,
+    }

@@ -102,19 +102,29 @@ def test_md1_mean_wait_matches_pollaczek_khinchine(md1):
     pre = prefill_time(perf, MD1_PROMPT)
     rho = lam * s
     theory_wait = lam * s**2 / (2 * (1 - rho))  # P-K with E[S²] = S²
-    waits = np.array([steady_mean((r.ttft - pre).to_numpy()) for r in results])
+    assert_waits_match(results, pre, theory_wait, s, max_relative_half_width=0.15,
+                       label=f"M/D/1 rho={rho:.3f} S={s:.6f}s lambda={lam:.4f}/s "
+                             f"R={MD1_REPLICATIONS}x{MD1_REQUESTS}")
+
+
+def assert_waits_match(results, prefill: float, theory_wait: float, mean_service: float,
+                       max_relative_half_width: float, label: str, note: str = "") -> None:
+    """Mean queueing wait (TTFT minus the bare prefill) and mean sojourn over replications
+    must contain the theoretical values in their confidence intervals, and the interval must
+    be narrow enough for that to mean something."""
+    waits = np.array([steady_mean((r.ttft - prefill).to_numpy()) for r in results])
     sojourns = np.array([steady_mean(r.e2e.to_numpy()) for r in results])
     mean_w, half_w = t_interval(waits)
     mean_t, half_t = t_interval(sojourns)
-    print(f"\nM/D/1 rho={rho:.3f} S={s:.6f}s lambda={lam:.4f}/s "
-          f"R={MD1_REPLICATIONS}x{MD1_REQUESTS}: Wq sim {mean_w:.5f} ± {half_w:.5f} "
-          f"({CONFIDENCE:.0%}) vs P-K {theory_wait:.5f}; sojourn sim {mean_t:.5f} ± {half_t:.5f} "
-          f"vs {theory_wait + s:.5f}")
-    assert half_w < 0.15 * theory_wait, f"CI half-width {half_w:.4g} too wide to be meaningful"
+    theory_sojourn = theory_wait + mean_service
+    print(f"\n{label}: Wq sim {mean_w:.5f} ± {half_w:.5f} ({CONFIDENCE:.0%}) vs P-K "
+          f"{theory_wait:.5f}{note}; sojourn sim {mean_t:.5f} ± {half_t:.5f} vs {theory_sojourn:.5f}")
+    assert half_w < max_relative_half_width * theory_wait, \
+        f"CI half-width {half_w:.4g} too wide to be meaningful"
     assert abs(mean_w - theory_wait) <= half_w, \
-        f"M/D/1 mean wait {mean_w:.5f} ± {half_w:.5f} excludes P-K {theory_wait:.5f}"
-    assert abs(mean_t - (theory_wait + s)) <= half_t, \
-        f"M/D/1 mean sojourn {mean_t:.5f} ± {half_t:.5f} excludes {theory_wait + s:.5f}"
+        f"{label}: mean wait {mean_w:.5f} ± {half_w:.5f} excludes P-K {theory_wait:.5f}"
+    assert abs(mean_t - theory_sojourn) <= half_t, \
+        f"{label}: mean sojourn {mean_t:.5f} ± {half_t:.5f} excludes {theory_sojourn:.5f}"
 
 
 # --- M/M/1 (M/G/1 with near-exponential service) -------------------------------------------
@@ -186,19 +196,10 @@ def test_mm1_mean_wait_matches_pollaczek_khinchine(mm1):
     rho = lam * mean_s
     pk_wait = lam * second_s / (2 * (1 - rho))
     mm1_wait = rho * mean_s / (1 - rho)
-    waits = np.array([steady_mean((r.ttft - pre).to_numpy()) for r in results])
-    sojourns = np.array([steady_mean(r.e2e.to_numpy()) for r in results])
-    mean_w, half_w = t_interval(waits)
-    mean_t, half_t = t_interval(sojourns)
-    print(f"\nM/M/1-like rho={rho:.3f} E[S]={mean_s:.5f}s SCV={second_s / mean_s**2 - 1:.4f} "
-          f"R={MM1_REPLICATIONS}x{MM1_REQUESTS}: Wq sim {mean_w:.5f} ± {half_w:.5f} "
-          f"({CONFIDENCE:.0%}) vs P-K {pk_wait:.5f} (plain M/M/1 {mm1_wait:.5f}); "
-          f"sojourn sim {mean_t:.5f} ± {half_t:.5f} vs {pk_wait + mean_s:.5f}")
-    assert half_w < 0.2 * pk_wait, f"CI half-width {half_w:.4g} too wide to be meaningful"
-    assert abs(mean_w - pk_wait) <= half_w, \
-        f"mean wait {mean_w:.5f} ± {half_w:.5f} excludes P-K {pk_wait:.5f}"
-    assert abs(mean_t - (pk_wait + mean_s)) <= half_t, \
-        f"mean sojourn {mean_t:.5f} ± {half_t:.5f} excludes P-K {pk_wait + mean_s:.5f}"
+    assert_waits_match(results, pre, pk_wait, mean_s, max_relative_half_width=0.2,
+                       label=f"M/M/1-like rho={rho:.3f} E[S]={mean_s:.5f}s "
+                             f"SCV={second_s / mean_s**2 - 1:.4f} R={MM1_REPLICATIONS}x{MM1_REQUESTS}",
+                       note=f" (plain M/M/1 {mm1_wait:.5f})")
 
 
 # --- Little's law ---------------------------------------------------------------------------

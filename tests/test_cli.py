@@ -22,27 +22,13 @@ from chironsim.cli import main
 from chironsim.errors import ConfigError
 from chironsim.experiments.config import ScenarioConfig, parse_config
 from chironsim.metrics.store import is_result_dir
+from scenarios import light_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TRACES = REPO.parent / "shared" / "traces"
 
-BASE: dict[str, Any] = {
-    "name": "cli-test",
-    "seed": 1,
-    "duration_s": 20,
-    "drain_s": 60,
-    "classes": {"interactive": {"slo": {"ttft": 2.0, "tpot": 0.1}}},
-    "workload": {"streams": [{
-        "kind": "synthetic",
-        "request_class": "interactive",
-        "arrival": {"kind": "poisson", "rate": 2.0},
-        "prompt_tokens": {"kind": "fixed", "value": 100},
-        "output_tokens": {"kind": "fixed", "value": 20},
-        "duration_s": 20,
-    }]},
-    "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm", "pools": {"default": {"instances": 1}}},
-    "output": {"plots": False, "format": "csv"},
-}
+BASE: dict[str, Any] = light_scenario("cli-test", seed=1, duration_s=20,
+                                      output={"plots": False, "format": "csv"})
 
 
 def scenario(**changes: Any) -> dict[str, Any]:

@@ -22,26 +22,12 @@ from chironsim.errors import ConfigError
 from chironsim.experiments.aggregate import format_sweep_summary, mean_ci, summarize_sweep
 from chironsim.experiments.spec import DEFAULT_METRICS, parse_spec, set_dotted
 from chironsim.experiments.sweep import plan_sweep
+from scenarios import light_scenario
 
 RATE = "workload.streams.0.arrival.rate"
 
 #: A scenario that simulates in a fraction of a second: 30 s of light traffic on one instance.
-BASE: dict[str, Any] = {
-    "name": "sweep-test",
-    "seed": 7,
-    "duration_s": 30,
-    "drain_s": 60,
-    "classes": {"interactive": {"slo": {"ttft": 2.0, "tpot": 0.1}}},
-    "workload": {"streams": [{
-        "kind": "synthetic",
-        "request_class": "interactive",
-        "arrival": {"kind": "poisson", "rate": 2.0},
-        "prompt_tokens": {"kind": "fixed", "value": 100},
-        "output_tokens": {"kind": "fixed", "value": 20},
-        "duration_s": 30,
-    }]},
-    "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm", "pools": {"default": {"instances": 1}}},
-}
+BASE: dict[str, Any] = light_scenario("sweep-test", seed=7, duration_s=30)
 
 #: The issue's shape: 2 policies × 2 loads × 2 seeds.
 SPEC: dict[str, Any] = {

@@ -53,6 +53,22 @@ def sig(value: float, digits: int = 5) -> float:
     return float(f"{value:.{digits}g}")
 
 
+
+def synthetic_stream(arrival: dict, prompt_fit: dict, output_fit: dict, max_prompt: int,
+                     max_output: int, duration: float) -> dict:
+    """A chironsim ``synthetic`` stream with lognormal lengths from two fits."""
+    return {
+        "kind": "synthetic",
+        "arrival": arrival,
+        "prompt_tokens": {"kind": "lognormal", "median": sig(prompt_fit["median"]),
+                          "sigma": sig(prompt_fit["sigma"])},
+        "output_tokens": {"kind": "lognormal", "median": sig(output_fit["median"]),
+                          "sigma": sig(output_fit["sigma"])},
+        "max_prompt_tokens": max_prompt,
+        "max_output_tokens": max_output,
+        "duration_s": sig(duration),
+    }
+
 def sha256_16(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -124,17 +140,8 @@ def fit_azure(source: Path) -> dict:
             "giving gamma gaps of shape 1/cv^2; lengths: maximum-likelihood lognormal "
             "(median = exp(mean log), sigma = std log), clipped to the observed max"
         ),
-        "stream": {
-            "kind": "synthetic",
-            "arrival": {"kind": "gamma", "rate": sig(rate), "cv": sig(cv)},
-            "prompt_tokens": {"kind": "lognormal", "median": sig(prompt_fit["median"]),
-                              "sigma": sig(prompt_fit["sigma"])},
-            "output_tokens": {"kind": "lognormal", "median": sig(output_fit["median"]),
-                              "sigma": sig(output_fit["sigma"])},
-            "max_prompt_tokens": max_prompt,
-            "max_output_tokens": max_output,
-            "duration_s": sig(duration),
-        },
+        "stream": synthetic_stream({"kind": "gamma", "rate": sig(rate), "cv": sig(cv)},
+                                   prompt_fit, output_fit, max_prompt, max_output, duration),
         "fit_quality": {
             "inter_arrival_ks_statistic": sig(float(gap_ks), 3),
             "per_minute_count_cv": {
@@ -197,17 +204,8 @@ def fit_mooncake(source: Path) -> dict:
             "starts with one common block; its shared-prefix fraction (leading blocks seen "
             "before / blocks) is Beta(a, b) by maximum likelihood"
         ),
-        "stream": {
-            "kind": "synthetic",
-            "arrival": {"kind": "poisson", "rate": sig(rate)},
-            "prompt_tokens": {"kind": "lognormal", "median": sig(prompt_fit["median"]),
-                              "sigma": sig(prompt_fit["sigma"])},
-            "output_tokens": {"kind": "lognormal", "median": sig(output_fit["median"]),
-                              "sigma": sig(output_fit["sigma"])},
-            "max_prompt_tokens": max_prompt,
-            "max_output_tokens": max_output,
-            "duration_s": sig(duration),
-        },
+        "stream": synthetic_stream({"kind": "poisson", "rate": sig(rate)},
+                                   prompt_fit, output_fit, max_prompt, max_output, duration),
         "prefix_model": {
             "block_tokens": MOONCAKE_BLOCK_TOKENS,
             "first_block_shared_fraction": sig(first_shared, 4),
