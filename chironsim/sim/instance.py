@@ -302,6 +302,13 @@ class Instance:
             growth = self.decodes.growth_at(step)
         if growth:  # claimed before admissions so they cannot take these blocks
             self.kv.append(GROWTH, growth)
+        if self.evict_lower_priority and not self.swapped:
+            transfer_seconds += self._evict_for_head(step) * self.swap_seconds_per_block
+            # Evicted decodes no longer grow in this iteration: give back their new blocks.
+            surplus = growth - self.decodes.growth_at(step)
+            if surplus:
+                self._release_growth(surplus)
+                growth -= surplus
         budget = self.max_batched_tokens - len(self.decodes)
         chunks: list[tuple[Request, int]] = []
         for req in self.prefilling:
@@ -310,8 +317,6 @@ class Instance:
             n = min(req.prefill_target - req.prefilled, budget)
             chunks.append((req, n))
             budget -= n
-        if self.evict_lower_priority and not self.swapped:
-            transfer_seconds += self._evict_for_head(step) * self.swap_seconds_per_block
         if not self.swapped:
             while self.waiting and budget > 0 and self._seats_left() > 0:
                 req = self.waiting[0][1]
