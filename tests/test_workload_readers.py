@@ -214,7 +214,7 @@ def test_out_of_order_lines_within_the_window_are_sorted(tmp_path: Path) -> None
 def test_reading_is_lazy_a_late_bad_line_only_fails_when_reached(tmp_path: Path) -> None:
     lines = [f"{i * 0.01:.2f},100,10\n" for i in range(60_000)]
     lines[50_000] = "500.00,oops,10\n"
-    path = write(tmp_path, "big.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n" + "".join(lines))
+    write(tmp_path, "big.csv", "arrived_at,num_prefill_tokens,num_decode_tokens\n" + "".join(lines))
     config = WorkloadConfig.model_validate({"streams": [{"kind": "trace", "format": "splitwise", "path": "big.csv"}]})
     workload = build_workload(config, np.random.SeedSequence(0), tmp_path)
     first = [next(workload) for _ in range(100)]

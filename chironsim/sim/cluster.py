@@ -6,7 +6,6 @@ them and turns the actions they return into lifecycle changes, logging each as a
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from chironsim.perf.transfer import swap_time
 from chironsim.policies.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
 from chironsim.policies.base import Router
 from chironsim.policies.observation import (
-    DRAINING, LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
+    LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
 )
 from chironsim.sim import request as rq
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import simpy
 
-from chironsim.metrics.records import FINISHED, REJECTED, UNFINISHED, RequestRecord
+from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
 from chironsim.policies.base import Autoscaler, Router
 from chironsim.policies.observation import DRAINING, LOADING, PROVISIONING, READY
