@@ -5,11 +5,14 @@ aggregate, and draw the figures.
     .venv/bin/python experiments/chiron/run.py --stage size   # only the static sizing
     .venv/bin/python experiments/chiron/run.py --stage runs --workers 2
     .venv/bin/python experiments/chiron/run.py --stage aggregate
+    .venv/bin/python experiments/chiron/run.py --model 70b  # the smaller Llama-3.1-70B study
 
 Raw run folders go to ``experiments/chiron/results/`` (git-ignored); the small aggregated CSVs
 go to ``experiments/chiron/`` and the PNGs to ``experiments/chiron/figures/``. The scenario
 (``configs/base_8b.yaml``) is the Chiron layout; the baselines are derived from it here so that
-every policy sees the same workload and seeds. Why each choice was made: REPORT.md.
+every policy sees the same workload and seeds. ``--model 70b`` runs the same study on
+``configs/base_70b.yaml`` (fewer loads and policies) and adds ``_70b`` to every output name
+(``results_70b/``, ``runs_70b.csv``, ``figures/70b_*.png``). Why each choice was made: REPORT.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import copy
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = HERE / "configs"
-RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
-BASE = CONFIGS / "base_8b.yaml"
 
 #: Load multipliers of the interactive traffic (trace rate_scale and the burst's rate).
 LOADS = {"1x": 1.0, "2x": 2.0, "4x": 4.0}
@@ -57,8 +59,54 @@ BMIN_VARIANT = 64
 BMIN_DEFAULT = 1
 
 
-def load_base() -> dict[str, Any]:
-    return yaml.safe_load(BASE.read_text())
+@dataclass(frozen=True)
+class Study:
+    """One model's study: its base config, what it runs, and where its outputs go (the 8B study
+    keeps the original names; another model's add ``_<model>``, so both live side by side)."""
+
+    model: str
+    loads: dict[str, float]
+    policies: tuple[str, ...]
+    #: load of the over-time figures
+    timeseries_load: str
+    #: max instances of the static/reactive interactive and batch pools (together at most the
+    #: GPU budget, like Chiron's pools)
+    baseline_caps: tuple[int, int]
+
+    @property
+    def suffix(self) -> str:
+        return "" if self.model == "8b" else f"_{self.model}"
+
+    @property
+    def base(self) -> Path:
+        return CONFIGS / f"base_{self.model}.yaml"
+
+    @property
+    def results(self) -> Path:
+        return HERE / f"results{self.suffix}"
+
+    def table(self, stem: str, ext: str) -> Path:
+        return HERE / f"{stem}{self.suffix}.{ext}"
+
+    def figure(self, name: str) -> Path:
+        return FIGURES / (f"{self.model}_{name}" if self.suffix else name)
+
+
+#: The 70B study is smaller (time): load 1x, full Chiron and the two baselines. Its baseline caps
+#: are Chiron's (base_70b.yaml): interactive 7 + mixed 2 and batch 3 TP-4 instances, 48 GPUs.
+STUDIES = {
+    "8b": Study("8b", LOADS, POLICIES, "2x", (25, 25)),
+    "70b": Study("70b", {"1x": 1.0}, ("chiron", "static", "reactive"), "1x", (9, 3)),
+}
+
+
+def load_base(study: Study) -> dict[str, Any]:
+    return yaml.safe_load(study.base.read_text())
+
+
+def _tp(cfg: dict[str, Any]) -> int:
+    """GPUs per instance: the baselines use the same tensor-parallel degree as Chiron's pools."""
+    return cfg["cluster"]["pools"]["interactive"].get("tp", 1)
 
 
 def with_load(cfg: dict[str, Any], load: float) -> dict[str, Any]:
@@ -84,19 +132,22 @@ def with_load(cfg: dict[str, Any], load: float) -> dict[str, Any]:
     return cfg
 
 
-def baseline_pools(n_interactive: int, n_batch: int, cap: int) -> dict[str, Any]:
+def baseline_pools(n_interactive: int, n_batch: int, caps: tuple[int, int],
+                   tp: int) -> dict[str, Any]:
     """Two pools, one per class: the static/reactive layout (no global queue, no mixed)."""
     return {
-        "interactive": {"instances": n_interactive, "classes": ["interactive"],
-                        "max_instances": cap, "engine": BASELINE_INTERACTIVE_ENGINE},
-        "batch": {"instances": n_batch, "classes": ["batch"], "max_instances": cap},
+        "interactive": {"instances": n_interactive, "tp": tp, "classes": ["interactive"],
+                        "max_instances": caps[0], "engine": BASELINE_INTERACTIVE_ENGINE},
+        "batch": {"instances": n_batch, "tp": tp, "classes": ["batch"], "max_instances": caps[1]},
     }
 
 
-def scenario(policy: str, load: float, seed: int, sizing: dict[str, int]) -> dict[str, Any]:
+def scenario(study: Study, policy: str, load: float, seed: int,
+             sizing: dict[str, int]) -> dict[str, Any]:
     """The config of one run. ``sizing``: static's interactive count at this load and batch
     count (from :func:`size_static`)."""
-    cfg = with_load(load_base(), load)
+    cfg = with_load(load_base(study), load)
+    caps, tp = study.baseline_caps, _tp(cfg)
     cfg["seed"] = seed
     cfg["name"] = f"{policy}-{load:g}x-s{seed}"
     chiron = cfg["policy"]
@@ -117,14 +168,14 @@ def scenario(policy: str, load: float, seed: int, sizing: dict[str, int]) -> dic
         chiron["mixed"] = False
         cfg["cluster"]["pools"]["mixed"]["instances"] = 0
     elif policy == "static":
-        cfg["cluster"]["pools"] = baseline_pools(sizing["interactive"], sizing["batch"], 25)
+        cfg["cluster"]["pools"] = baseline_pools(sizing["interactive"], sizing["batch"], caps, tp)
         cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
     elif policy == "reactive":
-        cfg["cluster"]["pools"] = baseline_pools(2, 1, 25)
+        cfg["cluster"]["pools"] = baseline_pools(2, 1, caps, tp)
         cfg["policy"] = {"kind": "reactive", "metric": "utilization", "target": 0.6,
                          "tolerance": 0.1, "interval_s": 15, "scale_up_stabilization_s": 0,
                          "scale_down_stabilization_s": 300, "cooldown_s": 60,
-                         "min_instances": 1, "max_instances": 25,
+                         "min_instances": 1, "max_instances": max(caps),
                          "router": {"kind": "least_outstanding"}}
     else:
         raise ValueError(f"unknown policy {policy!r}")
@@ -147,22 +198,23 @@ def _run(cfg: dict[str, Any], out: Path | None) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- static sizing
 
 
-def _interactive_only(load: float, n: int) -> dict[str, Any]:
-    cfg = with_load(load_base(), load)
+def _interactive_only(study: Study, load: float, n: int) -> dict[str, Any]:
+    cfg = with_load(load_base(study), load)
     cfg["workload"]["streams"] = [s for s in cfg["workload"]["streams"] if s["kind"] != "batch"]
     cfg["classes"].pop("batch")
-    cfg["cluster"]["pools"] = {"interactive": {"instances": n, "classes": ["interactive"],
+    cfg["cluster"]["pools"] = {"interactive": {"instances": n, "tp": _tp(cfg),
+                                               "classes": ["interactive"],
                                                "engine": BASELINE_INTERACTIVE_ENGINE}}
     cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
     cfg["drain_s"] = 300
     return cfg
 
 
-def _batch_only(n: int) -> dict[str, Any]:
-    cfg = load_base()
+def _batch_only(study: Study, n: int) -> dict[str, Any]:
+    cfg = load_base(study)
     cfg["workload"]["streams"] = [s for s in cfg["workload"]["streams"] if s["kind"] == "batch"]
     cfg["classes"].pop("interactive")
-    cfg["cluster"]["pools"] = {"batch": {"instances": n, "classes": ["batch"]}}
+    cfg["cluster"]["pools"] = {"batch": {"instances": n, "tp": _tp(cfg), "classes": ["batch"]}}
     cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
     return cfg
 
@@ -171,50 +223,59 @@ def _attainment(summary: pd.DataFrame, cls: str) -> float:
     return float(summary.set_index("request_class").loc[cls, "slo_attainment"])
 
 
-def size_static() -> dict[str, int]:
+def _check_cap(study: Study, what: str, n: int, cap: int) -> None:
+    """A baseline that misses its target at the pool's cap cannot be sized within the budget."""
+    if n >= cap:
+        raise RuntimeError(f"{study.model} static sizing: {what} misses its target with {cap} "
+                           "instances, the pool's cap (the GPU budget)")
+
+
+def size_static(study: Study) -> dict[str, int]:
     """Smallest interactive count meeting STATIC_TARGET alone at each load (burst included),
     and smallest batch count that finishes the whole batch job by its deadline (seed 1)."""
     sizing: dict[str, int] = {}
     rows = []
     n = 1
-    for label, load in LOADS.items():
+    for label, load in study.loads.items():
         while True:
-            att = _attainment(_run(_interactive_only(load, n), None), "interactive")
+            att = _attainment(_run(_interactive_only(study, load, n), None), "interactive")
             rows.append({"what": f"interactive@{label}", "instances": n, "attainment": att})
             print(f"  sizing interactive@{label}: {n} instances -> {att:.4f}", flush=True)
             if att >= STATIC_TARGET:
                 break
+            _check_cap(study, f"interactive@{label}", n, study.baseline_caps[0])
             n += 1
         sizing[f"interactive@{label}"] = n
     n = 1
     while True:
-        att = _attainment(_run(_batch_only(n), None), "batch")
+        att = _attainment(_run(_batch_only(study, n), None), "batch")
         rows.append({"what": "batch", "instances": n, "attainment": att})
         print(f"  sizing batch: {n} instances -> {att:.4f}", flush=True)
         if att >= 1.0:
             break
+        _check_cap(study, "batch", n, study.baseline_caps[1])
         n += 1
     sizing["batch"] = n
-    pd.DataFrame(rows).to_csv(HERE / "static_sizing.csv", index=False)
-    (HERE / "static_sizing.json").write_text(json.dumps(sizing, indent=1) + "\n")
+    pd.DataFrame(rows).to_csv(study.table("static_sizing", "csv"), index=False)
+    study.table("static_sizing", "json").write_text(json.dumps(sizing, indent=1) + "\n")
     return sizing
 
 
 # ----------------------------------------------------------------------------- runs
 
 
-def _job(args: tuple[str, str, int, dict[str, int]]) -> pd.DataFrame:
-    policy, label, seed, sizing = args
-    load = LOADS[label]
+def _job(args: tuple[Study, str, str, int, dict[str, int]]) -> pd.DataFrame:
+    study, policy, label, seed, sizing = args
+    load = study.loads[label]
     size = {"interactive": sizing[f"interactive@{label}"], "batch": sizing["batch"]}
-    out = RESULTS / f"{policy}_{label}_s{seed}"
+    out = study.results / f"{policy}_{label}_s{seed}"
     if (out / "summary.parquet").exists():
         summary = pd.read_parquet(out / "summary.parquet")
     elif (out / "error.txt").exists():
         return pd.DataFrame()
     else:
         try:
-            summary = _run(scenario(policy, load, seed, size), out)
+            summary = _run(scenario(study, policy, load, seed, size), out)
         except Exception as exc:  # noqa: BLE001 - a simulator crash must not lose the other runs
             # Recorded and left out of the tables (REPORT.md says which run and why), so that
             # one crashing run does not abort the 47 others; delete error.txt to retry it.
@@ -231,15 +292,16 @@ def _job(args: tuple[str, str, int, dict[str, int]]) -> pd.DataFrame:
     return summary.assign(policy=policy, load=label, seed=seed, **extra)
 
 
-def run_all(sizing: dict[str, int], workers: int) -> pd.DataFrame:
-    jobs = [(p, label, s, sizing) for label in LOADS for s in SEEDS for p in POLICIES]
+def run_all(study: Study, sizing: dict[str, int], workers: int) -> pd.DataFrame:
+    jobs = [(study, p, label, s, sizing) for label in study.loads for s in SEEDS
+            for p in study.policies]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             frames = list(pool.map(_job, jobs))
     else:
         frames = [_job(j) for j in jobs]
     table = pd.concat(frames, ignore_index=True)
-    table.to_csv(HERE / "runs.csv", index=False)
+    table.to_csv(study.table("runs", "csv"), index=False)
     return table
 
 
@@ -256,7 +318,7 @@ def _ci(values: pd.Series) -> float:
     return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
-def aggregate(table: pd.DataFrame) -> pd.DataFrame:
+def aggregate(study: Study, table: pd.DataFrame) -> pd.DataFrame:
     wide = table.pivot_table(index=["policy", "load", "seed"], columns="request_class",
                              values=["slo_attainment", "ttft_p99", "gpu_hours",
                                      "goodput_tokens_per_gpu_hour", "unfinished"],
@@ -283,22 +345,23 @@ def aggregate(table: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}_ci95"] = _ci(grp[col])
         rows.append(row)
     agg = pd.DataFrame(rows)
-    order = {p: i for i, p in enumerate(POLICIES)}
+    order = {p: i for i, p in enumerate(study.policies)}
     agg = agg.sort_values(["load", "policy"], key=lambda s: s.map(order) if s.name == "policy"
                           else s).reset_index(drop=True)
-    agg.to_csv(HERE / "aggregate.csv", index=False, float_format="%.6g")
+    agg.to_csv(study.table("aggregate", "csv"), index=False, float_format="%.6g")
     return agg
 
 
-def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -> None:
+def figures(study: Study, agg: pd.DataFrame, seed: int = 1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     FIGURES.mkdir(exist_ok=True)
-    loads = list(LOADS)
-    width = 0.8 / len(POLICIES)
+    loads, policies = list(study.loads), study.policies
+    load_for_timeseries = study.timeseries_load
+    width = 0.8 / len(policies)
     for metric, title, fname in (
         ("slo_interactive", "Interactive SLO attainment", "slo_interactive.png"),
         ("slo_batch", "Batch deadline attainment", "slo_batch.png"),
@@ -307,9 +370,9 @@ def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -
          "goodput_per_gpu_hour.png"),
     ):
         fig, ax = plt.subplots(figsize=(8, 3.8))
-        for k, policy in enumerate(POLICIES):
+        for k, policy in enumerate(policies):
             sub = agg[agg.policy == policy].set_index("load").reindex(loads)
-            x = np.arange(len(loads)) + (k - len(POLICIES) / 2 + 0.5) * width
+            x = np.arange(len(loads)) + (k - len(policies) / 2 + 0.5) * width
             ax.bar(x, sub[metric], width, yerr=sub[f"{metric}_ci95"].fillna(0), label=policy,
                    capsize=2)
         ax.set_xticks(np.arange(len(loads)), [f"load {lbl}" for lbl in loads])
@@ -318,13 +381,13 @@ def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -
             ax.set_ylim(0, 1.05)
         ax.legend(fontsize=7, ncol=3)
         fig.tight_layout()
-        fig.savefig(FIGURES / fname, dpi=110)
+        fig.savefig(study.figure(fname), dpi=110)
         plt.close(fig)
 
     # instances over time per pool, chiron vs reactive (and static for reference)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, policy in zip(axes, ("chiron", "reactive")):
-        ts = pd.read_parquet(RESULTS / f"{policy}_{load_for_timeseries}_s{seed}" /
+        ts = pd.read_parquet(study.results / f"{policy}_{load_for_timeseries}_s{seed}" /
                              "timeseries.parquet")
         ts = ts.assign(active=ts.provisioning + ts.loading + ts.ready + ts.draining)
         for pool, grp in ts.groupby("pool"):
@@ -336,11 +399,12 @@ def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -
         ax.legend(fontsize=8)
     axes[0].set_ylabel("instances (incl. starting)")
     fig.tight_layout()
-    fig.savefig(FIGURES / "instances_over_time.png", dpi=110)
+    fig.savefig(study.figure("instances_over_time.png"), dpi=110)
     plt.close(fig)
 
     # local autoscaler at work: mean max_num_seqs per pool over time (chiron)
-    ts = pd.read_parquet(RESULTS / f"chiron_{load_for_timeseries}_s{seed}" / "timeseries.parquet")
+    ts = pd.read_parquet(study.results / f"chiron_{load_for_timeseries}_s{seed}" /
+                         "timeseries.parquet")
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for pool, grp in ts.groupby("pool"):
         ax.plot(grp.time / 60, grp.max_num_seqs, label=pool)
@@ -350,7 +414,7 @@ def figures(agg: pd.DataFrame, load_for_timeseries: str = "2x", seed: int = 1) -
     ax.set_title(f"Chiron local autoscaler, load {load_for_timeseries}, seed {seed}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(FIGURES / "max_num_seqs_over_time.png", dpi=110)
+    fig.savefig(study.figure("max_num_seqs_over_time.png"), dpi=110)
     plt.close(fig)
 
 
@@ -358,23 +422,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=("all", "size", "runs", "aggregate"), default="all")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", choices=tuple(STUDIES), default="8b",
+                        help="which study: configs/base_<model>.yaml and its own output names")
     args = parser.parse_args()
-    RESULTS.mkdir(exist_ok=True)
-    sizing_file = HERE / "static_sizing.json"
+    study = STUDIES[args.model]
+    study.results.mkdir(exist_ok=True)
+    sizing_file = study.table("static_sizing", "json")
     if args.stage in ("all", "size") or not sizing_file.exists():
         print("sizing the static baseline", flush=True)
-        sizing = size_static()
+        sizing = size_static(study)
     else:
         sizing = json.loads(sizing_file.read_text())
     print("static sizing:", sizing, flush=True)
     if args.stage == "size":
         return
     if args.stage in ("all", "runs"):
-        table = run_all(sizing, args.workers)
+        table = run_all(study, sizing, args.workers)
     else:
-        table = pd.read_csv(HERE / "runs.csv")
-    agg = aggregate(table)
-    figures(agg)
+        table = pd.read_csv(study.table("runs", "csv"))
+    agg = aggregate(study, table)
+    figures(study, agg)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(agg.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
