@@ -307,7 +307,7 @@ class Cluster:
                 self._cold_start(inst)
         elif target < len(active):
             # Cancel cold starts first (cheapest), then drain the least loaded ready instances.
-            order = sorted(active, key=lambda i: (i.state == READY, len(i.held_requests()),
+            order = sorted(active, key=lambda i: (i.state == READY, i.held_count,
                                                   -i.provision_time))
             for inst in order[: len(active) - target]:
                 self._log("scale_down", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")

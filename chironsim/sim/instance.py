@@ -143,7 +143,6 @@ class Instance:
         self.stop_time = math.nan
         self._stretch: _Stretch | None = None
         self._wake: simpy.Event | None = None
-        self._process: simpy.Process | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     def set_loading(self) -> None:
@@ -154,7 +153,7 @@ class Instance:
         self.state = READY
         self.ready_time = self.env.now
         self.clock = self.env.now
-        self._process = self.env.process(self._run())
+        self.env.process(self._run())
 
     def drain(self) -> None:
         """Accept nothing new; stop once every held request is done."""
@@ -216,8 +215,7 @@ class Instance:
         counting what already waits here, and KV for its prompt above the watermark."""
         if self.state != READY:
             return False
-        held = len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
-        if held >= self.max_num_seqs:
+        if self.held_count >= self.max_num_seqs:
             return False
         need = self.pending_blocks + -(-(req.prompt_tokens + req.generated) // self.block_size)
         return self.kv.free_blocks - need >= self.kv.watermark
@@ -569,6 +567,11 @@ class Instance:
         )
 
     # --- end of simulation ----------------------------------------------------------------
+    @property
+    def held_count(self) -> int:
+        """Requests on this instance in any phase: running, waiting or swapped out."""
+        return len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
+
     def held_requests(self) -> list[Request]:
         return ([r for _, r in self.waiting] + [r for _, r in self.swapped]
                 + list(self.prefilling) + list(self.decodes.members.values()))
