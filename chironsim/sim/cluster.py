@@ -20,7 +20,7 @@ from chironsim.perf.transfer import swap_time
 from chironsim.policies.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
 from chironsim.policies.base import Router
 from chironsim.policies.observation import (
-    LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
+    DRAINING, LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
 )
 from chironsim.sim import request as rq
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
@@ -297,11 +297,21 @@ class Cluster:
                 raise TypeError(f"unknown action {action!r}")
 
     def _scale_to(self, action: ScaleTo) -> None:
+        """Bring the pool's active (not draining) instances to the requested count.
+
+        ``max_instances`` is a budget of GPUs held, so instances still draining count
+        against it: a scale-up while others drain launches only what fits beside them
+        (the rest of the request is dropped; the policy asks again on its next tick).
+        A scale-down compares against the active instances alone, so draining ones never
+        cause more instances to be drained.
+        """
         spec = self.pools[action.pool]
         target = min(max(action.instances, spec.config.min_instances), spec.config.max_instances)
         active = [i for i in self.instances[action.pool] if i.state in (PROVISIONING, LOADING, READY)]
         if target > len(active):
-            for _ in range(target - len(active)):
+            draining = sum(1 for i in self.instances[action.pool] if i.state == DRAINING)
+            launch = min(target, spec.config.max_instances - draining) - len(active)
+            for _ in range(max(0, launch)):
                 inst = self._new_instance(action.pool)
                 self._log("scale_up", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")
                 self._cold_start(inst)
