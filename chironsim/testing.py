@@ -77,6 +77,8 @@ class _Instance:
     tokens: int = 0
     iterations: int = 0
     seconds: float = 0.0
+    pure_iterations: int = 0
+    pure_seconds: float = 0.0
 
     def state_at(self, t: float) -> str | None:
         current = None
@@ -195,6 +197,10 @@ def _observe(inst: _Instance, state: str, load: _Load, step_s: float,
             iterations = max(1, int(step_s / itl))
             inst.iterations += iterations
             inst.seconds += iterations * itl
+            # One iteration in five carries a prefill chunk and takes longer than the rest.
+            pure = iterations - iterations // 5
+            inst.pure_iterations += pure
+            inst.pure_seconds += pure * itl * 0.8
             inst.tokens += iterations * (running_i + running_b)
     by_class = tuple((name, n) for name, n in (("interactive", running_i), ("batch", running_b))
                      if n)
@@ -205,6 +211,7 @@ def _observe(inst: _Instance, state: str, load: _Load, step_s: float,
         kv_used_blocks=int(kv * capacity), kv_capacity_blocks=capacity,
         max_num_seqs=inst.seats, tokens_generated=inst.tokens,
         decode_iterations=inst.iterations, decode_seconds=inst.seconds,
+        pure_decode_iterations=inst.pure_iterations, pure_decode_seconds=inst.pure_seconds,
         running_by_class=by_class,
     )
 

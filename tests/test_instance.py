@@ -74,6 +74,10 @@ def test_fast_forward_is_identical_to_stepping(mode: str, seed: int) -> None:
     assert fast == slow
     assert inst_fast.step == inst_slow.step
     assert inst_fast.busy_seconds == pytest.approx(inst_slow.busy_seconds, rel=1e-12)
+    assert inst_fast.pure_decode_iterations == inst_slow.pure_decode_iterations
+    assert inst_fast.pure_decode_seconds == pytest.approx(inst_slow.pure_decode_seconds,
+                                                          rel=1e-12)
+    assert 0 < inst_fast.pure_decode_iterations < inst_fast.decode_iterations
     # The comparison must have exercised preemption to mean anything.
     kinds = set(host_fast.events)
     assert ("swap_out" if mode == "swap" else "preempt") in kinds
@@ -125,3 +129,28 @@ def test_single_request_latency_is_bare_service_time() -> None:
     assert req.finish_time == pytest.approx(prefill + sum(decode))
     assert req.itl_max == pytest.approx(max(decode))
     assert math.isclose((req.finish_time - req.first_token_time) / 4, np.mean(decode))
+    assert inst.decode_iterations == inst.pure_decode_iterations == 4
+    assert inst.pure_decode_seconds == pytest.approx(sum(decode))
+
+
+def test_pure_decode_counters_leave_out_iterations_with_a_prefill_chunk() -> None:
+    """A second prompt arriving mid-decode shares one iteration with the first's decode:
+    that iteration counts as a decode iteration but not as a pure one."""
+    env = simpy.Environment()
+    host = RecordingHost()
+    inst = Instance(env, host, "i0", "pool", EngineConfig(), linear_iteration_time, 1000, 0,
+                    0.001, 10**6, 1)
+    inst.start()
+    inst.enqueue(Request(0, RequestSpec(0.0, 100, 50), 0))
+
+    def late():
+        yield env.timeout(0.05)
+        inst.enqueue(Request(1, RequestSpec(0.05, 200, 3), 0))
+
+    env.process(late())
+    env.run(until=10)
+    assert [s for _, s in host.done] == ["finished", "finished"]
+    assert inst.decode_iterations - inst.pure_decode_iterations == 1
+    mixed = inst.decode_seconds - inst.pure_decode_seconds
+    # that iteration ran the second prompt's whole prefill beside one decode
+    assert mixed > float(linear_iteration_time(200, 0, 1, 100))

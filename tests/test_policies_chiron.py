@@ -181,14 +181,21 @@ class LocalLoop:
         # Saturated: demand exceeds any limit, so the instance always runs max_num_seqs.
         self.saturated = saturated
 
-    def tick(self, itl: float | None = None, tokens: int = 0) -> list[SetMaxNumSeqs]:
-        """Advance one second with ``tokens`` generated at inter-token latency ``itl``."""
+    def tick(self, itl: float | None = None, tokens: int = 0,
+             pure_itl: float | None = None) -> list[SetMaxNumSeqs]:
+        """Advance one second with ``tokens`` generated at inter-token latency ``itl``; with
+        ``pure_itl``, 8 of the 10 iterations ran no prefill chunk and took ``pure_itl`` each
+        (the other two make up the mean ``itl``), else all 10 did."""
         if self.time > 0:
             iterations = 0 if itl is None else 10
+            pure = iterations if pure_itl is None else 8
+            pure_seconds = pure * (itl or 0.0) if pure_itl is None else pure * pure_itl
             self.inst = replace(
                 self.inst, tokens_generated=self.inst.tokens_generated + tokens,
                 decode_iterations=self.inst.decode_iterations + iterations,
-                decode_seconds=self.inst.decode_seconds + iterations * (itl or 0.0))
+                decode_seconds=self.inst.decode_seconds + iterations * (itl or 0.0),
+                pure_decode_iterations=self.inst.pure_decode_iterations + pure,
+                pure_decode_seconds=self.inst.pure_decode_seconds + pure_seconds)
         actions = self.scaler.on_tick(one(self.time, self.inst))
         for action in actions:
             assert action.instance_id == self.inst.instance_id
@@ -208,6 +215,20 @@ def test_itl_above_the_slo_halves_the_batch_limit():
     assert action.max_num_seqs == 32 and "halve" in action.reason
     [action] = loop.tick(itl=0.08, tokens=400)
     assert action.max_num_seqs == 16
+
+
+@pytest.mark.parametrize(("signal", "halves"), [("all", True), ("pure_decode", False)])
+def test_the_itl_signal_chooses_whether_prefill_stalls_count(signal, halves):
+    """Mean ITL 0.08 s, but the iterations without a prefill chunk take 0.02 s: only the
+    prefill chunks push it over the 0.05 s target, and a smaller batch would not fix them."""
+    loop = LocalLoop(inst("i0", "interactive", interactive=40, seats=64),
+                     ChironPolicyConfig(itl_signal=signal))
+    loop.tick()
+    actions = loop.tick(itl=0.08, tokens=400, pure_itl=0.02)
+    assert [a.max_num_seqs for a in actions] == ([32] if halves else [])
+    # Pure-decode iterations over the target halve under either signal.
+    assert [a.max_num_seqs for a in loop.tick(itl=0.2, tokens=400, pure_itl=0.15)] == \
+        ([16] if halves else [32])
 
 
 def test_halving_stops_at_b_min():

@@ -28,7 +28,10 @@ class InstanceView:
     derive rates over their own interval from differences between two views:
     ``tokens_generated`` (output tokens), ``decode_iterations`` and ``decode_seconds`` (number
     and summed duration of iterations that advanced at least one decode — the mean
-    inter-token latency over an interval is Δdecode_seconds ÷ Δdecode_iterations).
+    inter-token latency over an interval is Δdecode_seconds ÷ Δdecode_iterations), and
+    ``pure_decode_iterations`` / ``pure_decode_seconds``, the same over iterations that ran
+    no prefill chunk and moved no KV: their mean is the part of the ITL that the batch size
+    controls, without the stalls that admitting new prompts adds.
     ``running_by_class`` counts running requests per class (classes with none are omitted).
     """
 
@@ -43,6 +46,8 @@ class InstanceView:
     tokens_generated: int
     decode_iterations: int = 0
     decode_seconds: float = 0.0
+    pure_decode_iterations: int = 0
+    pure_decode_seconds: float = 0.0
     running_by_class: tuple[tuple[str, int], ...] = ()
 
     @property

@@ -56,6 +56,7 @@ class _Stretch:
     decodes: int
     prefill_chunks: list[tuple[Request, int]]
     resumed: list[Request]
+    pure_decode: bool         # no prefill chunk and no KV transfer in these iterations
 
 
 def _add_in_order(total: float, values: np.ndarray) -> float:
@@ -134,6 +135,8 @@ class Instance:
         self.busy_seconds = 0.0
         self.decode_iterations = 0
         self.decode_seconds = 0.0
+        self.pure_decode_iterations = 0
+        self.pure_decode_seconds = 0.0
         self.running_by_class: dict[str, int] = {}
         # KV blocks that queued requests (waiting prompts, swapped/saved KV) will claim.
         self.pending_blocks = 0
@@ -358,7 +361,8 @@ class Instance:
             contexts = ctx + decodes * np.arange(k)
             durations = np.asarray(self._iteration_time(0, 0.0, decodes, contexts), dtype=float)
         ends = np.cumsum(np.concatenate(([self.clock], durations)))[1:]
-        return _Stretch(step, self.clock, ends, durations, growth_cum, k, decodes, chunks, resumed)
+        return _Stretch(step, self.clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
+                        pure_decode=not chunks and transfer_seconds == 0)
 
     def _commit(self, plan: _Stretch) -> None:
         """Apply the effects of ``plan.k`` completed iterations."""
@@ -375,6 +379,10 @@ class Instance:
         if plan.decodes:
             self.decode_iterations += k
             self.decode_seconds = _add_in_order(self.decode_seconds, plan.durations[:k])
+            if plan.pure_decode:
+                self.pure_decode_iterations += k
+                self.pure_decode_seconds = _add_in_order(self.pure_decode_seconds,
+                                                         plan.durations[:k])
         first_end = float(plan.ends[0])
         for req in plan.resumed:
             if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
@@ -563,6 +571,8 @@ class Instance:
             tokens_generated=self.tokens_generated_at(now),
             decode_iterations=self.decode_iterations,
             decode_seconds=self.decode_seconds,
+            pure_decode_iterations=self.pure_decode_iterations,
+            pure_decode_seconds=self.pure_decode_seconds,
             running_by_class=tuple(self.running_by_class.items()),
         )
 

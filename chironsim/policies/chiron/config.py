@@ -70,6 +70,12 @@ class ChironPolicyConfig(StrictModel):
                              "mixed instances (reconstruction)")
     b_start: int | None = Field(None, ge=1, description="max_num_seqs set when an instance is "
                                 "first seen ready; None keeps the engine's configured value")
+    itl_signal: Literal["all", "pure_decode"] = Field(
+        "all",
+        description="which iterations the ITL EWMA averages: 'all' iterations that advanced a "
+        "decode (the ITL requests see, prefill-chunk stalls included), or 'pure_decode', only "
+        "those without a prefill chunk or KV transfer (the part a batch-size change controls). "
+        "The paper does not say (reconstruction)")
     itl_slo: dict[str, float] = Field(
         default_factory=_default_itl_slo,
         description="mean inter-token latency target per class (s) for the local autoscaler; "

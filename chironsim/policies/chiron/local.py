@@ -4,7 +4,12 @@ Every ``local_interval`` seconds, for each ready instance:
 
 1. From the cumulative counters in two consecutive views, the window's mean inter-token
    latency is Δdecode_seconds ÷ Δdecode_iterations and its throughput Δtokens_generated ÷ Δt.
-   A window without decode iterations carries no ITL information: nothing changes.
+   A window without decode iterations carries no ITL information: nothing changes. With
+   ``itl_signal: pure_decode`` the ITL comes from the iterations without a prefill chunk
+   (``pure_decode_*`` counters) instead: halving the batch shortens those, whereas the stall
+   a new prompt's prefill chunk adds is set by ``max_num_batched_tokens`` and no batch-size
+   cut removes it. Averaging it in (``all``, the default) halves instances exactly when a
+   burst of new prompts arrives.
 2. The ITL is smoothed by an EWMA (weight ``alpha`` on the newest window).
 3. The target is the ITL SLO of the strictest class the instance is running now (an idle
    instance has no target and holds).
@@ -86,18 +91,19 @@ class ChironLocalAutoscaler:
         state = self._state.get(inst.instance_id)
         if state is None:
             self._state[inst.instance_id] = _InstanceState(
-                now, inst.tokens_generated, inst.decode_iterations, inst.decode_seconds)
+                now, inst.tokens_generated, *self._itl_counters(inst))
             start = cfg.b_start if cfg.b_start is not None else current
             first = min(max(start, cfg.b_min), b_max)
             return self._set(inst, first, f"chiron local: first seen, limit in [{cfg.b_min}, "
                              f"{b_max}]")
 
         dt = now - state.time
-        iterations = inst.decode_iterations - state.iterations
-        seconds = inst.decode_seconds - state.seconds
+        total_iterations, total_seconds = self._itl_counters(inst)
+        iterations = total_iterations - state.iterations
+        seconds = total_seconds - state.seconds
         tokens = inst.tokens_generated - state.tokens
         state.time, state.tokens = now, inst.tokens_generated
-        state.iterations, state.seconds = inst.decode_iterations, inst.decode_seconds
+        state.iterations, state.seconds = total_iterations, total_seconds
         if dt <= 0 or iterations <= 0:
             return None
         itl = seconds / iterations
@@ -125,6 +131,12 @@ class ChironLocalAutoscaler:
             return self._set(inst, min(b_max, 2 * current),
                              f"chiron local: {observed}, {gain}, double")
         return None
+
+    def _itl_counters(self, inst: InstanceView) -> tuple[int, float]:
+        """Cumulative (iterations, seconds) of the iterations the ITL signal averages."""
+        if self.cfg.itl_signal == "pure_decode":
+            return inst.pure_decode_iterations, inst.pure_decode_seconds
+        return inst.decode_iterations, inst.decode_seconds
 
     @staticmethod
     def _set(inst: InstanceView, limit: int, reason: str) -> SetMaxNumSeqs | None:
