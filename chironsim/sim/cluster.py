@@ -95,6 +95,7 @@ class Cluster:
         self.queues: dict[str, deque[Request]] = {name: deque() for name in self.pools}
         self.instance_records: list[InstanceRecord] = []
         self.store = WeightStore(env, config.lifecycle.load_bandwidth_gbps * 1e9)
+        self._loads: dict[str, simpy.Event] = {}  # weight loads in progress, by instance
         self._by_id: dict[str, Instance] = {}
         self._counter = 0
         self._class_pools: dict[str, list[str]] = {}
@@ -132,7 +133,12 @@ class Cluster:
             if inst.state != PROVISIONING:
                 return
             inst.set_loading()
-            yield self.store.load(self.pools[inst.pool].model.weight_bytes())
+            load = self.store.load(self.pools[inst.pool].model.weight_bytes())
+            self._loads[inst.instance_id] = load
+            loaded = yield load
+            del self._loads[inst.instance_id]
+            if loaded is False:  # stopped while loading: the store cancelled the load
+                return
             yield self.env.timeout(life.engine_startup_s)
             if inst.state != LOADING:
                 return
@@ -142,8 +148,11 @@ class Cluster:
         return self.env.process(lifecycle())
 
     def instance_stopped(self, inst: Instance) -> None:
-        """Bill the instance and forget it."""
+        """Bill the instance, give back its weight-load bandwidth if it was loading, forget it."""
         spec = self.pools[inst.pool]
+        load = self._loads.get(inst.instance_id)
+        if load is not None:
+            self.store.cancel(load)
         self.instances[inst.pool].remove(inst)
         del self._by_id[inst.instance_id]
         self.instance_records.append(self._record(inst, spec, inst.stop_time))

@@ -2,7 +2,8 @@
 
 A fluid processor-sharing model: with ``n`` loads in progress each advances at ``bandwidth/n``
 bytes per second. Cold starts of a scale-out burst therefore take longer than one alone, as
-they do when many replicas pull from one model store.
+they do when many replicas pull from one model store. A cancelled load (an instance stopped
+while loading) gives its share back at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ class WeightStore:
         self._remaining[done] = float(num_bytes)
         self._reschedule()
         return done
+
+    def cancel(self, done: simpy.Event) -> None:
+        """Stop a load in progress (its instance was stopped while loading): the others share
+        the bandwidth it leaves from now on. The load's event fires with value ``False``
+        so that whoever waits on it is released; a finished or unknown load is ignored."""
+        if done not in self._remaining:
+            return
+        self._advance()
+        del self._remaining[done]
+        done.succeed(False)
+        self._reschedule()
 
     @property
     def active_loads(self) -> int:
