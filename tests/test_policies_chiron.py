@@ -360,6 +360,24 @@ def test_pressed_means_near_the_limit_or_with_work_waiting():
     assert not scaler.pressed(inst("a", "mixed", batch=64, waiting=2, seats=64))
 
 
+@pytest.mark.parametrize("enabled", [False, True])
+def test_itl_backpressure_presses_instances_whose_itl_exceeds_the_target(enabled):
+    """Two interactive instances far from their limit, nothing waiting: only the ITL over the
+    last global interval (0.08 s against 0.05 s) can press them, and only with the option."""
+    scaler = ChironGlobalAutoscaler(ChironPolicyConfig(itl_backpressure=enabled))
+
+    def at(time: float, iterations: int, seconds: float) -> ClusterView:
+        busy = [inst(f"i{k}", "interactive", interactive=20, seats=64, iterations=iterations,
+                     seconds=seconds) for k in range(2)]
+        return chiron_view(time, busy, [calm("m0", "mixed")])
+
+    assert scale_of(scaler.on_tick(at(0.0, 100, 3.0)), "interactive") is None  # first sight
+    actions = scaler.on_tick(at(5.0, 160, 7.8))       # 60 iterations in 4.8 s: 0.08 s each
+    assert scale_of(actions, "interactive") == (3 if enabled else None)
+    # A window within the target (60 iterations in 1.8 s) presses nothing again.
+    assert scale_of(scaler.on_tick(at(10.0, 220, 9.6)), "interactive") is None
+
+
 def test_backpressure_above_ibp_high_adds_an_interactive_instance():
     scaler = ChironGlobalAutoscaler(CFG)
     view = chiron_view(0.0, [pressed("i0"), pressed("i1")], [calm("m0", "mixed")])

@@ -99,6 +99,13 @@ class ChironPolicyConfig(StrictModel):
         0.9, gt=0, le=1, allow_inf_nan=False,
         description="an instance is 'at or near its batch limit' when its running interactive "
         "requests reach this fraction of max_num_seqs (reconstruction)")
+    itl_backpressure: bool = Field(
+        False,
+        description="also count as pressed an instance running interactive work whose mean "
+        "ITL over the last global interval exceeds the interactive ITL target: SLO "
+        "backpressure reaches the global level even while the local autoscaler's cut limit "
+        "is not yet full (the abstract: backpressure from 'queue size, utilization, and "
+        "SLOs'; reconstruction)")
     mixed_fraction: float = Field(0.25, ge=0, allow_inf_nan=False,
                                   description="mixed instances per interactive instance, at "
                                   "least one (spec default)")

@@ -5,7 +5,11 @@ Every ``global_interval`` seconds it makes three decisions.
 **Interactive pool, on interactive backpressure.** An instance is *pressed* when it runs
 interactive requests and either their number reaches ``near_limit_fraction × max_num_seqs``
 (it is at or near its batch limit, which the local autoscaler lowers when ITL suffers) or it
-has requests waiting (interactive work is queueing behind a full batch or a full KV cache).
+has requests waiting (interactive work is queueing behind a full batch or a full KV cache),
+or, with ``itl_backpressure``, its mean ITL since the previous global tick exceeds the
+interactive ITL target (the SLO itself is under pressure, which more seats cannot fix and the
+local autoscaler answers by cutting seats, so without it the signal arrives only once requests
+queue).
 Backpressure = pressed ready instances ÷ (ready + starting instances) over the interactive and
 mixed pools. Counting starting instances in the denominator treats capacity already ordered
 as relief on its way, so sustained pressure adds roughly the instances it lacks instead of one
@@ -77,6 +81,10 @@ class ChironGlobalAutoscaler:
         self._low_since: float | None = None
         # instance id -> (time, tokens_generated, ticks seen ready before this sample)
         self._samples: dict[str, tuple[float, int, int]] = {}
+        # instance id -> (decode_iterations, decode_seconds) at the previous tick
+        self._decode: dict[str, tuple[int, float]] = {}
+        # instance ids whose ITL over the last interval exceeded the interactive target
+        self._itl_over: set[str] = set()
 
     def on_tick(self, view: ClusterView) -> list[ScaleTo]:
         cfg = self.cfg
@@ -86,6 +94,8 @@ class ChironGlobalAutoscaler:
         if mixed is None and cfg.mixed:
             raise UnknownNameError("pool", cfg.mixed_pool, list(view.pools))
         rates = self._measure(view.time, (batch, mixed))
+        if cfg.itl_backpressure:
+            self._itl_over = self._measure_itl((interactive, mixed))
 
         actions: list[ScaleTo] = []
         target, action = self._interactive(view.time, interactive, mixed)
@@ -113,7 +123,31 @@ class ChironGlobalAutoscaler:
         running = inst.running_of(self.cfg.interactive_class)
         if running == 0:
             return False
-        return running >= self.cfg.near_limit_fraction * inst.max_num_seqs or inst.waiting > 0
+        return (running >= self.cfg.near_limit_fraction * inst.max_num_seqs
+                or inst.waiting > 0 or inst.instance_id in self._itl_over)
+
+    def _measure_itl(self, pools: tuple[PoolView | None, ...]) -> set[str]:
+        """Ready instances whose mean ITL since the previous tick exceeds the interactive ITL
+        target (a first sight or a window without decode iterations says nothing)."""
+        target = self.cfg.itl_slo[self.cfg.interactive_class]
+        over: set[str] = set()
+        counters: dict[str, tuple[int, float]] = {}
+        for pool in pools:
+            if pool is None:
+                continue
+            for inst in pool.instances:
+                if inst.state != READY:
+                    continue
+                now_counters = (inst.decode_iterations, inst.decode_seconds)
+                previous = self._decode.get(inst.instance_id)
+                counters[inst.instance_id] = now_counters
+                if previous is None or now_counters[0] <= previous[0]:
+                    continue
+                itl = (now_counters[1] - previous[1]) / (now_counters[0] - previous[0])
+                if itl > target:
+                    over.add(inst.instance_id)
+        self._decode = counters
+        return over
 
     def backpressure(self, interactive: PoolView, mixed: PoolView | None) -> float | None:
         """Pressed ready instances ÷ (ready + starting) of the interactive and mixed pools;
