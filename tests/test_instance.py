@@ -101,12 +101,18 @@ def test_blocks_and_tokens_balance(mode: str) -> None:
     assert inst.tokens_generated == sum(r.output_tokens for r, _ in host.done)
 
 
-def test_oversized_request_is_rejected_not_stuck() -> None:
+def lone_instance(capacity: int) -> tuple[simpy.Environment, RecordingHost, Instance]:
+    """A started instance with the default engine, ``capacity`` KV blocks and no host memory."""
     env = simpy.Environment()
     host = RecordingHost()
-    inst = Instance(env, host, "i0", "pool", EngineConfig(), linear_iteration_time, 10, 0,
+    inst = Instance(env, host, "i0", "pool", EngineConfig(), linear_iteration_time, capacity, 0,
                     0.001, 10**6, 1)
     inst.start()
+    return env, host, inst
+
+
+def test_oversized_request_is_rejected_not_stuck() -> None:
+    env, host, inst = lone_instance(10)
     inst.enqueue(Request(0, RequestSpec(0.0, 1000, 10), 0))
     env.run(until=10)
     assert [s for _, s in host.done] == ["rejected"]
@@ -114,11 +120,7 @@ def test_oversized_request_is_rejected_not_stuck() -> None:
 
 def test_single_request_latency_is_bare_service_time() -> None:
     """One request alone: TTFT is one prefill iteration, then one decode iteration per token."""
-    env = simpy.Environment()
-    host = RecordingHost()
-    inst = Instance(env, host, "i0", "pool", EngineConfig(), linear_iteration_time, 1000, 0,
-                    0.001, 10**6, 1)
-    inst.start()
+    env, host, inst = lone_instance(1000)
     inst.enqueue(Request(0, RequestSpec(0.0, 100, 5), 0))
     env.run(until=10)
     req, status = host.done[0]
@@ -136,11 +138,7 @@ def test_single_request_latency_is_bare_service_time() -> None:
 def test_pure_decode_counters_leave_out_iterations_with_a_prefill_chunk() -> None:
     """A second prompt arriving mid-decode shares one iteration with the first's decode:
     that iteration counts as a decode iteration but not as a pure one."""
-    env = simpy.Environment()
-    host = RecordingHost()
-    inst = Instance(env, host, "i0", "pool", EngineConfig(), linear_iteration_time, 1000, 0,
-                    0.001, 10**6, 1)
-    inst.start()
+    env, host, inst = lone_instance(1000)
     inst.enqueue(Request(0, RequestSpec(0.0, 100, 50), 0))
 
     def late():

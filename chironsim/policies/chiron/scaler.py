@@ -54,6 +54,7 @@ instances that are not needed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from chironsim.errors import UnknownNameError
 from chironsim.policies.actions import ScaleTo
@@ -70,6 +71,13 @@ from chironsim.policies.observation import (
 
 # Guards ceil() against float noise: a need of exactly 3.0000000001 instances stays 3.
 _CEIL_SLACK = 1e-9
+
+
+def _ready(pools: tuple[PoolView | None, ...]) -> Iterator[InstanceView]:
+    """The ready instances of the given pools (absent pools are skipped)."""
+    for pool in pools:
+        if pool is not None:
+            yield from (inst for inst in pool.instances if inst.state == READY)
 
 
 class ChironGlobalAutoscaler:
@@ -132,20 +140,15 @@ class ChironGlobalAutoscaler:
         target = self.cfg.itl_slo[self.cfg.interactive_class]
         over: set[str] = set()
         counters: dict[str, tuple[int, float]] = {}
-        for pool in pools:
-            if pool is None:
+        for inst in _ready(pools):
+            now_counters = (inst.decode_iterations, inst.decode_seconds)
+            previous = self._decode.get(inst.instance_id)
+            counters[inst.instance_id] = now_counters
+            if previous is None or now_counters[0] <= previous[0]:
                 continue
-            for inst in pool.instances:
-                if inst.state != READY:
-                    continue
-                now_counters = (inst.decode_iterations, inst.decode_seconds)
-                previous = self._decode.get(inst.instance_id)
-                counters[inst.instance_id] = now_counters
-                if previous is None or now_counters[0] <= previous[0]:
-                    continue
-                itl = (now_counters[1] - previous[1]) / (now_counters[0] - previous[0])
-                if itl > target:
-                    over.add(inst.instance_id)
+            itl = (now_counters[1] - previous[1]) / (now_counters[0] - previous[0])
+            if itl > target:
+                over.add(inst.instance_id)
         self._decode = counters
         return over
 
@@ -218,21 +221,16 @@ class ChironGlobalAutoscaler:
         (None: no measured window yet, warm-up, or nothing generated); samples roll forward."""
         rates: dict[str, float | None] = {}
         samples: dict[str, tuple[float, int, int]] = {}
-        for pool in pools:
-            if pool is None:
-                continue
-            for inst in pool.instances:
-                if inst.state != READY:
-                    continue
-                previous = self._samples.get(inst.instance_id)
-                rate = None
-                age = 0 if previous is None else previous[2] + 1
-                if previous is not None and previous[2] >= 1 and now > previous[0]:
-                    tokens = inst.tokens_generated - previous[1]
-                    if tokens > 0:
-                        rate = tokens / (now - previous[0])
-                rates[inst.instance_id] = rate
-                samples[inst.instance_id] = (now, inst.tokens_generated, age)
+        for inst in _ready(pools):
+            previous = self._samples.get(inst.instance_id)
+            rate = None
+            age = 0 if previous is None else previous[2] + 1
+            if previous is not None and previous[2] >= 1 and now > previous[0]:
+                tokens = inst.tokens_generated - previous[1]
+                if tokens > 0:
+                    rate = tokens / (now - previous[0])
+            rates[inst.instance_id] = rate
+            samples[inst.instance_id] = (now, inst.tokens_generated, age)
         self._samples = samples
         return rates
 
