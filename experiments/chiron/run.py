@@ -36,7 +36,7 @@ FIGURES = HERE / "figures"
 
 #: Load multipliers of the interactive traffic (trace rate_scale and the burst's rate).
 LOADS = {"1x": 1.0, "2x": 2.0, "4x": 4.0}
-SEEDS = (1, 2)
+SEEDS = (1, 2, 3)
 #: Mean rate of the Azure 2023 conversation trace (DERIVED_trace_stats.json: 5.53 req/s); the
 #: burst runs at 1.5x it, scaled with the load.
 TRACE_RATE = 5.53
@@ -49,7 +49,8 @@ STATIC_TARGET = 0.99
 #: Engine of the static and reactive interactive pools: a latency-tuned vLLM deployment (64
 #: seats), which also makes the seat-utilisation metric of the reactive autoscaler meaningful.
 BASELINE_INTERACTIVE_ENGINE = {"max_num_seqs": 64, "max_num_batched_tokens": 2048}
-POLICIES = ("chiron", "chiron-bmin1", "chiron-bmin64", "chiron-no-local", "chiron-no-global", "chiron-no-mixed",
+POLICIES = ("chiron", "chiron-bmin1", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-pure-itl",
+            "chiron-no-local", "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
             "static", "reactive")
 #: b_min of the chiron-bmin64 variant: a higher floor for the local autoscaler (before the fix
 #: of its ratchet, see REPORT.md "Bugs", it kept instances from being parked at 16 seats).
@@ -57,6 +58,11 @@ BMIN_VARIANT = 64
 #: The policy's own default b_min, for the chiron-bmin1 variant: does the scenario still need
 #: the b_min 16 workaround now that the limit is probed upward again after a halving?
 BMIN_DEFAULT = 1
+#: The 70B variant chiron-cold250 is Chiron told the measured mean time from provisioning to
+#: ready of a 70B instance under concurrent loads (~240-290 s, REPORT.md) instead of the 120 s
+#: of one load alone: as its batch bound's cold_start_s, and as its interactive
+#: scale_down_delay (keep capacity at least as long as it takes to get it back).
+COLD_START_MEASURED_70B = 250.0
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,17 @@ class Study:
         return FIGURES / (f"{self.model}_{name}" if self.suffix else name)
 
 
-#: The 70B study is smaller (time): load 1x, full Chiron and the two baselines. Its baseline caps
-#: are Chiron's (base_70b.yaml): interactive 7 + mixed 2 and batch 3 TP-4 instances, 48 GPUs.
+#: The 70B study: loads up to 1x (static-for-peak needs 40 of the 50 GPUs at 1x, so 2x does not
+#: fit the budget), full Chiron, the b_min 64 variants, its three ablations, Chiron told the
+#: measured cold start, and the two baselines. Its baseline caps are Chiron's (base_70b.yaml): interactive 7 + mixed 2
+#: and batch 3 TP-4 instances, 48 GPUs.
 STUDIES = {
     "8b": Study("8b", LOADS, POLICIES, "2x", (25, 25)),
-    "70b": Study("70b", {"1x": 1.0}, ("chiron", "static", "reactive"), "1x", (9, 3)),
+    "70b": Study("70b", {"0.5x": 0.5, "0.75x": 0.75, "1x": 1.0},
+                 ("chiron", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-no-local",
+                  "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
+                  "chiron-cold250", "static", "reactive"),
+                 "1x", (9, 3)),
 }
 
 
@@ -112,13 +124,20 @@ def _tp(cfg: dict[str, Any]) -> int:
 def with_load(cfg: dict[str, Any], load: float) -> dict[str, Any]:
     """Load L: the trace replayed L times faster (``rate_scale``), tiled L times back to back so
     that every load fills the same one-hour window (L trace streams, the k-th starting at
-    k/L of the hour). The burst's rate scales with L too."""
+    k/L of the hour). A load L < 1 replays the trace's first L share (``time_window``) slowed
+    to fill the hour: the same arrival process at L times the rate, its fluctuations
+    stretched by 1/L. The burst's rate scales with L too."""
     cfg = copy.deepcopy(cfg)
     streams = cfg["workload"]["streams"]
     trace, rest = streams[0], streams[1:]
+    rest[0]["arrival"]["spike_rate"] = round(SPIKE_FACTOR * TRACE_RATE * load, 4)
+    if 0 < load < 1:
+        trace["time_window"] = [0.0, round(load * TRACE_SPAN_S, 6)]
+        trace["rate_scale"] = round(load * TRACE_SPAN_S / cfg["duration_s"], 6)
+        return cfg
     copies = round(load)
     if copies != load or copies < 1:
-        raise ValueError(f"loads must be whole multiples of the trace, got {load}")
+        raise ValueError(f"loads must be below 1 or whole multiples of the trace, got {load}")
     slot = cfg["duration_s"] / copies
     tiles = []
     for k in range(copies):
@@ -127,7 +146,6 @@ def with_load(cfg: dict[str, Any], load: float) -> dict[str, Any]:
         tile["rate_scale"] = round(TRACE_SPAN_S / slot, 6)
         tile["start"] = round(k * slot, 6)
         tiles.append(tile)
-    rest[0]["arrival"]["spike_rate"] = round(SPIKE_FACTOR * TRACE_RATE * load, 4)
     cfg["workload"]["streams"] = tiles + rest
     return cfg
 
@@ -157,11 +175,22 @@ def scenario(study: Study, policy: str, load: float, seed: int,
         chiron["b_min"] = BMIN_DEFAULT
     elif policy == "chiron-bmin64":
         chiron["b_min"] = BMIN_VARIANT
+    elif policy == "chiron-pure-itl":
+        chiron["itl_signal"] = "pure_decode"
+    elif policy == "chiron-bmin64-itlbp":
+        chiron["b_min"] = BMIN_VARIANT
+        chiron["itl_backpressure"] = True
+    elif policy == "chiron-cold250":
+        chiron["cold_start_s"] = COLD_START_MEASURED_70B
+        chiron["scale_down_delay"] = COLD_START_MEASURED_70B
     elif policy == "chiron-no-local":
         chiron["local"] = False
-    elif policy == "chiron-no-global":
+    elif policy in ("chiron-no-global", "chiron-no-global-no-local"):
         # Nothing scales: start from the peak-provisioned static counts (plus the mixed pool).
+        # Without the local autoscaler too, what is left of Chiron is its routing, the mixed
+        # pool and the global batch queue: the pair isolates what the local loop does.
         chiron["global_scaling"] = False
+        chiron["local"] = policy == "chiron-no-global"
         cfg["cluster"]["pools"]["interactive"]["instances"] = sizing["interactive"]
         cfg["cluster"]["pools"]["batch"]["instances"] = sizing["batch"]
     elif policy == "chiron-no-mixed":
@@ -286,10 +315,22 @@ def _job(args: tuple[Study, str, str, int, dict[str, int]]) -> pd.DataFrame:
         print(f"  done {out.name} ({(out / 'wall_s.txt').read_text().strip()} s)", flush=True)
     instances = pd.read_parquet(out / "instances.parquet")
     started = instances[instances.provision_time > 0]
-    extra = {"cold_starts": len(started)}
+    extra = {"cold_starts": len(started), **_interactive_misses(study, out)}
     for pool_name, seconds in instances.groupby("pool").gpu_seconds.sum().items():
         extra[f"gpu_hours_{pool_name}"] = seconds / 3600
     return summary.assign(policy=policy, load=label, seed=seed, **extra)
+
+
+def _interactive_misses(study: Study, out: Path) -> dict[str, int]:
+    """Why interactive requests missed: TTFT over its bound (or no first token at all) and
+    mean TPOT over its bound; a request can miss both."""
+    slo = load_base(study)["classes"]["interactive"]["slo"]
+    req = pd.read_parquet(out / "requests.parquet",
+                          columns=["request_class", "ttft", "tpot", "slo_met"])
+    missed = req[(req.request_class == "interactive") & ~req.slo_met]
+    return {"interactive_misses": len(missed),
+            "interactive_miss_ttft": int((missed.ttft.isna() | (missed.ttft > slo["ttft"])).sum()),
+            "interactive_miss_tpot": int((missed.tpot > slo["tpot"]).sum())}
 
 
 def run_all(study: Study, sizing: dict[str, int], workers: int) -> pd.DataFrame:
@@ -326,7 +367,8 @@ def aggregate(study: Study, table: pd.DataFrame) -> pd.DataFrame:
     wide.columns = [f"{m}_{c}" for m, c in wide.columns]
     wide = wide.reset_index()
     per_run = table.drop_duplicates(["policy", "load", "seed"]).set_index(
-        ["policy", "load", "seed"])[["cold_starts"]]
+        ["policy", "load", "seed"])[["cold_starts", "interactive_miss_ttft",
+                                     "interactive_miss_tpot"]]
     wide = wide.join(per_run, on=["policy", "load", "seed"])
     metrics = {
         "slo_interactive": "slo_attainment_interactive",
@@ -336,6 +378,8 @@ def aggregate(study: Study, table: pd.DataFrame) -> pd.DataFrame:
         "goodput_per_gpu_hour": "goodput_tokens_per_gpu_hour_all",
         "batch_unfinished": "unfinished_batch",
         "cold_starts": "cold_starts",
+        "interactive_miss_ttft": "interactive_miss_ttft",
+        "interactive_miss_tpot": "interactive_miss_tpot",
     }
     rows = []
     for (policy, load), grp in wide.groupby(["policy", "load"]):
@@ -369,17 +413,18 @@ def figures(study: Study, agg: pd.DataFrame, seed: int = 1) -> None:
         ("goodput_per_gpu_hour", "Goodput (SLO-meeting output tokens) per GPU-hour",
          "goodput_per_gpu_hour.png"),
     ):
-        fig, ax = plt.subplots(figsize=(8, 3.8))
+        fig, ax = plt.subplots(figsize=(9, 4.6))
+        colors = plt.get_cmap("tab20").colors
         for k, policy in enumerate(policies):
             sub = agg[agg.policy == policy].set_index("load").reindex(loads)
             x = np.arange(len(loads)) + (k - len(policies) / 2 + 0.5) * width
             ax.bar(x, sub[metric], width, yerr=sub[f"{metric}_ci95"].fillna(0), label=policy,
-                   capsize=2)
+                   capsize=2, color=colors[(2 * k) % 20 + (2 * k) // 20])
         ax.set_xticks(np.arange(len(loads)), [f"load {lbl}" for lbl in loads])
         ax.set_title(title)
         if metric.startswith("slo"):
             ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=7, ncol=3)
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
         fig.tight_layout()
         fig.savefig(study.figure(fname), dpi=110)
         plt.close(fig)

@@ -1,0 +1,96 @@
+"""Print the Markdown tables of REPORT.md from the study's CSVs (so no number is copied by hand).
+
+    python experiments/chiron/tables.py            # the 8B study
+    python experiments/chiron/tables.py --model 70b
+
+Reads ``aggregate[_<model>].csv`` and ``runs[_<model>].csv`` written by ``run.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import STUDIES, Study  # noqa: E402
+
+
+def _pm(mean: float, ci: float, digits: int) -> str:
+    if pd.isna(ci):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def results_table(study: Study) -> str:
+    agg = pd.read_csv(study.table("aggregate", "csv"))
+    lines = ["| load | policy | interactive SLO | batch by deadline | interactive misses: TTFT / TPOT "
+             "| interactive TTFT p99 (s) | GPU-hours | goodput (M tok/GPU-h) | cold starts |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for load in study.loads:
+        for policy in study.policies:
+            row = agg[(agg.load == load) & (agg.policy == policy)]
+            if row.empty:
+                continue
+            r = row.iloc[0]
+            goodput = r.goodput_per_gpu_hour / 1e6
+            lines.append(
+                f"| {load} | {policy} | {_pm(r.slo_interactive, r.slo_interactive_ci95, 3)} "
+                f"| {_pm(r.slo_batch, r.slo_batch_ci95, 3)} "
+                f"| {r.interactive_miss_ttft:,.0f} / {r.interactive_miss_tpot:,.0f} "
+                f"| {r.ttft_p99_interactive:.1f} "
+                f"| {_pm(r.gpu_hours, r.gpu_hours_ci95, 2)} "
+                f"| {_pm(goodput, r.goodput_per_gpu_hour_ci95 / 1e6, 2 if goodput >= 1 else 3)} "
+                f"| {r.cold_starts:.1f} |")
+    return "\n".join(lines)
+
+
+def pools_table(study: Study, policies: tuple[str, ...]) -> str:
+    runs = pd.read_csv(study.table("runs", "csv"))
+    per_run = runs[runs.request_class == "all"]
+    pools = sorted(c for c in per_run.columns if c.startswith("gpu_hours_"))
+    names = [c.removeprefix("gpu_hours_") for c in pools]
+    lines = ["| load | policy | " + " | ".join(names) + " | all-request attainment |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    for load in study.loads:
+        for policy in policies:
+            sub = per_run[(per_run.load == load) & (per_run.policy == policy)]
+            if sub.empty:
+                continue
+            cells = [("—" if sub[c].isna().all() else f"{sub[c].mean():.2f}") for c in pools]
+            lines.append(f"| {load} | {policy} | " + " | ".join(cells)
+                         + f" | {sub.slo_attainment.mean():.3f} |")
+    return "\n".join(lines)
+
+
+def seeds_table(study: Study, policies: tuple[str, ...]) -> str:
+    """Interactive attainment of every seed, to show the spread behind the intervals."""
+    runs = pd.read_csv(study.table("runs", "csv"))
+    inter = runs[runs.request_class == "interactive"]
+    seeds = sorted(inter.seed.unique())
+    lines = ["| load | policy | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    for load in study.loads:
+        for policy in policies:
+            sub = inter[(inter.load == load) & (inter.policy == policy)].set_index("seed")
+            if sub.empty:
+                continue
+            cells = [f"{sub.slo_attainment.get(s, float('nan')):.3f}" for s in seeds]
+            lines.append(f"| {load} | {policy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=tuple(STUDIES), default="8b")
+    args = parser.parse_args()
+    study = STUDIES[args.model]
+    print(results_table(study), end="\n\n")
+    print(pools_table(study, study.policies), end="\n\n")
+    print(seeds_table(study, study.policies))
+
+
+if __name__ == "__main__":
+    main()
