@@ -113,6 +113,9 @@ def test_help_and_run_help_exit_zero(capsys: pytest.CaptureFixture[str]) -> None
                   "'classes' (declared: interactive)"], id="undeclared-class"),
     pytest.param({"workload.streams": []}, "streams: []",
                  ["workload.streams: needs at least 1 entry (got 0)"], id="no-streams"),
+    pytest.param({"cluster.pools.default.max_instances": 0}, "default:",
+                 ["cluster.pools.default: instances (1) must not exceed max_instances (0)"],
+                 id="instances-above-cap"),
     pytest.param({"output.format": "xlsx"}, "format: xlsx",
                  ["output.format: must be 'parquet' or 'csv' (got 'xlsx')"], id="bad-choice"),
 ])

@@ -61,6 +61,9 @@ class PoolConfig(StrictModel):
     def _bounds(self) -> "PoolConfig":
         if self.min_instances > self.max_instances:
             raise ValueError("min_instances must not exceed max_instances")
+        if self.instances > self.max_instances:
+            raise ValueError(f"instances ({self.instances}) must not exceed max_instances "
+                             f"({self.max_instances}): the cap bounds the GPUs the pool holds")
         return self
 
 
