@@ -98,17 +98,17 @@ class Study:
         return FIGURES / (f"{self.model}_{name}" if self.suffix else name)
 
 
-#: The 70B study: loads up to 1x (static-for-peak needs 40 of the 50 GPUs at 1x, so 2x does not
-#: fit the budget), full Chiron, the b_min 64 variants, its three ablations, Chiron told the
-#: measured cold start, and the two baselines. Its baseline caps are Chiron's (base_70b.yaml): interactive 7 + mixed 2
-#: and batch 3 TP-4 instances, 48 GPUs.
+#: The 70B study: loads up to 1x (static-for-peak needs 48 of the 50 GPUs at 1x, so 2x does not
+#: fit the budget), full Chiron, the b_min 64 variants, its ablations, Chiron told the measured
+#: cold start, and the two baselines. Its baseline caps follow Chiron's split (base_70b.yaml:
+#: interactive 6 + mixed 2, batch 4 TP-4 instances, 48 GPUs): interactive 8, batch 4.
 STUDIES = {
     "8b": Study("8b", LOADS, POLICIES, "2x", (25, 25)),
     "70b": Study("70b", {"0.5x": 0.5, "0.75x": 0.75, "1x": 1.0},
                  ("chiron", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-no-local",
                   "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
                   "chiron-cold250", "static", "reactive"),
-                 "1x", (9, 3)),
+                 "1x", (8, 4)),
 }
 
 
@@ -186,13 +186,17 @@ def scenario(study: Study, policy: str, load: float, seed: int,
     elif policy == "chiron-no-local":
         chiron["local"] = False
     elif policy in ("chiron-no-global", "chiron-no-global-no-local"):
-        # Nothing scales: start from the peak-provisioned static counts (plus the mixed pool).
-        # Without the local autoscaler too, what is left of Chiron is its routing, the mixed
-        # pool and the global batch queue: the pair isolates what the local loop does.
+        # Nothing scales: static's peak provisioning, one of its interactive instances made
+        # the mixed one, so the GPU count is static's (and within the budget). Without the
+        # local autoscaler too, what is left of Chiron is its routing, the mixed pool and the
+        # global batch queue: the pair isolates what the local loop does.
         chiron["global_scaling"] = False
         chiron["local"] = policy == "chiron-no-global"
-        cfg["cluster"]["pools"]["interactive"]["instances"] = sizing["interactive"]
-        cfg["cluster"]["pools"]["batch"]["instances"] = sizing["batch"]
+        pools = cfg["cluster"]["pools"]
+        fixed = {"interactive": sizing["interactive"] - 1, "mixed": 1, "batch": sizing["batch"]}
+        for name, count in fixed.items():
+            pools[name]["instances"] = count
+            pools[name]["max_instances"] = max(pools[name].get("max_instances", count), count)
     elif policy == "chiron-no-mixed":
         chiron["mixed"] = False
         cfg["cluster"]["pools"]["mixed"]["instances"] = 0
