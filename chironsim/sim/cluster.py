@@ -94,6 +94,8 @@ class Cluster:
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.pools}
         self.queues: dict[str, deque[Request]] = {name: deque() for name in self.pools}
         self.instance_records: list[InstanceRecord] = []
+        # output tokens of the instances already stopped, per pool (live ones report their own)
+        self.stopped_tokens: dict[str, int] = {name: 0 for name in self.pools}
         self.store = WeightStore(env, config.lifecycle.load_bandwidth_gbps * 1e9)
         self._loads: dict[str, simpy.Event] = {}  # weight loads in progress, by instance
         self._by_id: dict[str, Instance] = {}
@@ -155,7 +157,9 @@ class Cluster:
             self.store.cancel(load)
         self.instances[inst.pool].remove(inst)
         del self._by_id[inst.instance_id]
-        self.instance_records.append(self._record(inst, spec, inst.stop_time))
+        record = self._record(inst, spec, inst.stop_time)
+        self.instance_records.append(record)
+        self.stopped_tokens[inst.pool] += record.tokens_generated
         self._log("instance_stopped", inst.pool, inst.instance_id, -1, "drained", "")
 
     def _record(self, inst: Instance, spec: PoolSpec, stop: float) -> InstanceRecord:
@@ -265,7 +269,7 @@ class Cluster:
 
     def request_done(self, req: Request, status: str, reason: str = "") -> None:
         if status == "rejected":
-            self._log("reject", req.instance.pool if req.instance else "", 
+            self._log("reject", req.instance.pool if req.instance else "",
                       req.instance.instance_id if req.instance else "", req.request_id, reason, "")
         self._on_request_done(req, status, reason)
 
@@ -319,10 +323,11 @@ class Cluster:
         active = [i for i in self.instances[action.pool] if i.state in (PROVISIONING, LOADING, READY)]
         if target > len(active):
             draining = sum(1 for i in self.instances[action.pool] if i.state == DRAINING)
-            launch = min(target, spec.config.max_instances - draining) - len(active)
-            for _ in range(max(0, launch)):
+            reachable = min(target, spec.config.max_instances - draining)
+            for _ in range(reachable - len(active)):
                 inst = self._new_instance(action.pool)
-                self._log("scale_up", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")
+                self._log("scale_up", action.pool, inst.instance_id, -1, action.reason,
+                          f"{len(active)}->{reachable}")
                 self._cold_start(inst)
         elif target < len(active):
             # Cancel cold starts first (cheapest), then drain the least loaded ready instances.

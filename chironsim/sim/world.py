@@ -56,7 +56,6 @@ class Simulation:
         self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self._log,
                                queued_classes)
         self._tokens_at_last_sample: dict[str, int] = {}
-        self._stopped_tokens: dict[str, int] = {name: 0 for name in self.cluster.pools}
 
     # --- processes ------------------------------------------------------------------------
     def _arrivals(self):
@@ -92,7 +91,7 @@ class Simulation:
             insts = self.cluster.instances[name]
             views = [inst.view(now) for inst in insts]
             ready = [v for v in views if v.state == READY]
-            tokens = self._stopped_tokens[name] + sum(v.tokens_generated for v in views)
+            tokens = self.cluster.stopped_tokens[name] + sum(v.tokens_generated for v in views)
             previous = self._tokens_at_last_sample.get(name, 0)
             self._tokens_at_last_sample[name] = tokens
             self.timeseries.append({
@@ -125,9 +124,6 @@ class Simulation:
         self._check_done()
 
     def _log(self, kind: str, pool: str, instance_id: str, request_id: int, reason: str, detail: str) -> None:
-        if kind == "instance_stopped":
-            inst_tokens = self.cluster.instance_records[-1].tokens_generated
-            self._stopped_tokens[pool] += inst_tokens
         self.events.append({"time": self.env.now, "kind": kind, "pool": pool,
                             "instance_id": instance_id, "request_id": request_id,
                             "reason": reason, "detail": detail})

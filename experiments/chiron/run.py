@@ -58,9 +58,9 @@ BMIN_VARIANT = 64
 #: The policy's own default b_min, for the chiron-bmin1 variant: does the scenario still need
 #: the b_min 16 workaround now that the limit is probed upward again after a halving?
 BMIN_DEFAULT = 1
-#: The 70B variant chiron-cold250 is Chiron told the measured mean time from provisioning to
-#: ready of a 70B instance under concurrent loads (~240-290 s, REPORT.md) instead of the 120 s
-#: of one load alone: as its batch bound's cold_start_s, and as its interactive
+#: The 70B variant chiron-cold250 is Chiron told the measured time from provisioning to ready
+#: of a 70B instance under concurrent loads (means of 190-240 s per run for Chiron's launches,
+#: REPORT.md; rounded up) instead of the 120 s of one load alone: as its batch bound's cold_start_s, and as its interactive
 #: scale_down_delay (keep capacity at least as long as it takes to get it back).
 COLD_START_MEASURED_70B = 250.0
 
