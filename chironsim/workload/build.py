@@ -25,6 +25,8 @@ from chironsim.workload.config import (
     BatchStream,
     EmpiricalLength,
     SyntheticStream,
+    TraceColumns,
+    TraceFormat,
     TraceStream,
     WorkloadConfig,
 )
@@ -139,6 +141,31 @@ def _check_file(path: Path, key: str) -> None:
         raise ConfigError(f"{key}: trace file {path} {what}")
 
 
+def workload_files(
+    config: WorkloadConfig, base_dir: Path, key_prefix: str = "workload"
+) -> list[tuple[str, Path, TraceFormat, TraceColumns | None, bool]]:
+    """Every file the workload reads: (config key, resolved path, format, columns, needs arrival).
+
+    One list for the early checks here and for fingerprinting a scenario's inputs
+    (:mod:`chironsim.experiments.fingerprint`), so a new kind of input file cannot be checked
+    but left out of a sweep point's identity, or the other way round.
+    """
+    files: list[tuple[str, Path, TraceFormat, TraceColumns | None, bool]] = []
+    for index, stream in enumerate(config.streams):
+        key = f"{key_prefix}.streams[{index}]"
+        if isinstance(stream, TraceStream):
+            files.append((f"{key}.path", resolve_path(stream.path, base_dir), stream.format,
+                          stream.columns, True))
+            continue
+        assert isinstance(stream, (SyntheticStream, BatchStream))
+        for field in ("prompt_tokens", "output_tokens"):
+            dist = getattr(stream, field)
+            if isinstance(dist, EmpiricalLength):
+                files.append((f"{key}.{field}.path", resolve_path(dist.path, base_dir),
+                              dist.format, dist.columns, False))
+    return files
+
+
 def check_workload_files(
     config: WorkloadConfig, base_dir: Path, key_prefix: str = "workload"
 ) -> None:
@@ -147,17 +174,6 @@ def check_workload_files(
     Raises ConfigError naming the config key (``workload.streams[0].path``) and the file, or
     TraceFormatError naming the file and line of a bad header.
     """
-    for index, stream in enumerate(config.streams):
-        key = f"{key_prefix}.streams[{index}]"
-        if isinstance(stream, TraceStream):
-            path = resolve_path(stream.path, base_dir)
-            _check_file(path, f"{key}.path")
-            check_trace_header(path, stream.format, stream.columns)
-            continue
-        assert isinstance(stream, (SyntheticStream, BatchStream))
-        for field in ("prompt_tokens", "output_tokens"):
-            dist = getattr(stream, field)
-            if isinstance(dist, EmpiricalLength):
-                path = resolve_path(dist.path, base_dir)
-                _check_file(path, f"{key}.{field}.path")
-                check_trace_header(path, dist.format, dist.columns, need_arrival=False)
+    for key, path, fmt, columns, need_arrival in workload_files(config, base_dir, key_prefix):
+        _check_file(path, key)
+        check_trace_header(path, fmt, columns, need_arrival=need_arrival)
