@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from chironsim.errors import ChironError
 from chironsim.workload.config import (
     EmpiricalLength,
     ExponentialLength,
@@ -45,13 +44,15 @@ class EmpiricalTable:
 
     @classmethod
     def load(cls, spec: EmpiricalLength, path: Path) -> EmpiricalTable:
-        """Stream the file once, keeping only its two length columns."""
+        """Stream the file once, keeping only its two length columns.
+
+        The reader checks every count (a whole number within the token bound, so it fits the
+        int64 arrays) and raises TraceFormatError for a file without rows.
+        """
         prompts, outputs = array("q"), array("q")
         for row in read_trace(path, spec.format, spec.columns, need_arrival=False):
             prompts.append(row.prompt_tokens)
             outputs.append(row.output_tokens)
-        if not prompts:
-            raise ChironError(f"{path}: no usable rows to sample lengths from")
         return cls(np.frombuffer(prompts, dtype=np.int64), np.frombuffer(outputs, dtype=np.int64))
 
 

@@ -18,12 +18,17 @@ Format rules (the public schemas):
   ``num_decode_tokens``.
 - ``csv`` / ``parquet``: columns named by a :class:`TraceColumns` mapping.
 Files ending in ``.gz`` are decompressed on the fly.
+
+Every failure is a :class:`TraceFormatError` with the file and, where one exists, the line (a
+Parquet table's row): a bad value (see ``tracevalues.py`` for the bounds), a line the format
+cannot parse, and a file that cannot be read as text (``tracefile.py``: truncated or fake
+gzip, bytes that are not UTF-8). A trace that yields no request at all (an empty file, a
+header alone, blank lines, only failed BurstGPT rows) is an error too, whatever the format.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import math
 from collections.abc import Iterator
@@ -34,6 +39,14 @@ from typing import IO, NamedTuple
 from chironsim.errors import ConfigError, TraceFormatError
 from chironsim.workload.config import TraceColumns
 from chironsim.workload.timeparse import DatetimeParser
+from chironsim.workload.tracefile import READ_ERRORS, open_text, read_failure, shown
+from chironsim.workload.tracevalues import (
+    check_seconds,
+    json_count,
+    json_time_ms,
+    parse_count,
+    parse_time,
+)
 
 
 class TraceRow(NamedTuple):
@@ -63,8 +76,6 @@ class _CsvLayout:
     drop_zero_output: bool
 
 
-_UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-
 _BUILTIN_CSV = {
     "azure": _CsvLayout("TIMESTAMP", "ContextTokens", "GeneratedTokens", "datetime", False),
     "burstgpt": _CsvLayout("Timestamp", "Request tokens", "Response tokens", "s", True),
@@ -92,56 +103,33 @@ def _required(layout: _CsvLayout, need_arrival: bool) -> list[str]:
     return names
 
 
-def open_text(path: Path) -> IO[str]:
-    """Open a trace for reading as text (``.gz`` transparently); BOM stripped, newlines raw."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
-def parse_count(text: str, path: Path, line: int, column: str) -> int:
-    """A token count: a non-negative integer (``12`` or ``12.0``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        try:
-            as_float = float(text)
-        except ValueError:
-            raise TraceFormatError(path, line, f"{column}: not a number: {text!r}") from None
-        if not as_float.is_integer():
-            raise TraceFormatError(path, line, f"{column}: not an integer: {text!r}") from None
-        value = int(as_float)
-    if value < 0:
-        raise TraceFormatError(path, line, f"{column}: negative token count {value}")
-    return value
-
-
-def _parse_time(text: str, unit: str, parser: DatetimeParser, path: Path, line: int, col: str) -> float:
-    try:
-        value = parser.seconds(text) if unit == "datetime" else float(text) * _UNIT_SECONDS[unit]
-    except ValueError as exc:
-        raise TraceFormatError(path, line, f"{col}: bad timestamp {text!r} ({exc})") from None
-    if not math.isfinite(value):
-        raise TraceFormatError(path, line, f"{col}: timestamp is not finite: {text!r}")
-    return value
-
-
 def _header_indices(
-    header: list[str] | None, required: list[str], path: Path, fmt: str
+    header: list[str] | None, required: list[str], path: Path, fmt: str, line: int | None = 1
 ) -> list[int]:
+    """Where the required columns are; ``line`` is None for a Parquet schema."""
     expected = ", ".join(required)
     if header is None:
-        raise TraceFormatError(path, 1, f"empty file; a {fmt} trace needs a header with columns {expected}")
+        raise TraceFormatError(
+            path, line, f"empty file, no requests; a {fmt} trace needs a header with columns {expected}")
     names = [name.strip() for name in header]
     missing = [name for name in required if name not in names]
     if missing:
+        found = ", ".join(shown(n)[1:-1] for n in names[:12]) + (", …" if len(names) > 12 else "")
         raise TraceFormatError(
             path,
-            1,
+            line,
             f"header lacks column(s) {', '.join(missing)}; a {fmt} trace needs columns "
-            f"{expected} (found: {', '.join(names)})",
+            f"{expected} (found: {found})",
         )
     return [names.index(name) for name in required]
+
+
+def _no_requests(path: Path, counters: ReadCounters, rows_before: int, what: str) -> TraceFormatError:
+    """The error for a trace that yielded nothing: ``what`` says what the file held instead."""
+    read = counters.rows - rows_before
+    if read:
+        what = f"all {read} rows are failed requests (0 response tokens), which are dropped"
+    return TraceFormatError(path, None, f"no requests: {what}")
 
 
 def _read_csv(
@@ -149,22 +137,22 @@ def _read_csv(
 ) -> Iterator[TraceRow]:
     required = _required(layout, need_arrival)
     parser = DatetimeParser()
+    rows_before, kept = counters.rows, 0
     with open_text(path) as handle:
         reader = csv.reader(handle)
         try:
-            indices = _header_indices(next(reader, None), required, path, fmt)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise TraceFormatError(path, 1, f"not a readable CSV text file ({exc})") from None
+            header = next(reader, None)
+        except READ_ERRORS as exc:
+            raise read_failure(path, 1, exc) from None
+        indices = _header_indices(header, required, path, fmt)
         width = max(indices) + 1
         while True:
             try:
                 fields = next(reader)
             except StopIteration:
-                return
-            except (UnicodeDecodeError, csv.Error) as exc:
-                raise TraceFormatError(
-                    path, reader.line_num + 1, f"not readable as CSV text ({exc})"
-                ) from None
+                break
+            except READ_ERRORS as exc:
+                raise read_failure(path, reader.line_num + 1, exc) from None
             line = reader.line_num
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue  # blank line
@@ -174,7 +162,7 @@ def _read_csv(
                 )
             values = [fields[i].strip() for i in indices]
             if need_arrival:
-                arrival = _parse_time(values[0], layout.unit, parser, path, line, required[0])
+                arrival = parse_time(values[0], layout.unit, parser, path, line, required[0])
                 values = values[1:]
             else:
                 arrival = math.nan
@@ -184,45 +172,55 @@ def _read_csv(
             if layout.drop_zero_output and output == 0:
                 counters.dropped_failed += 1
                 continue
+            kept += 1
             yield TraceRow(line, arrival, prompt, output, None)
+    if not kept:
+        raise _no_requests(path, counters, rows_before, "the file has a header but no data rows")
+
+
+#: Longest JSON line read (characters): a 10M-token prompt's hash_ids take ~150,000. A longer
+#: "line" is a file without newlines, which would otherwise be read into memory whole.
+MAX_JSON_LINE_CHARS = 4 * 2**20
 
 
 def _numbered_lines(handle: IO[str], path: Path) -> Iterator[tuple[int, str]]:
     line = 0
     while True:
         try:
-            text = handle.readline()
-        except UnicodeDecodeError as exc:
-            raise TraceFormatError(path, line + 1, f"not readable as UTF-8 text ({exc})") from None
+            text = handle.readline(MAX_JSON_LINE_CHARS)
+        except READ_ERRORS as exc:
+            raise read_failure(path, line + 1, exc) from None
         if not text:
             return
         line += 1
+        if len(text) == MAX_JSON_LINE_CHARS and not text.endswith(("\n", "\r")):
+            raise TraceFormatError(
+                path, line, f"line longer than {MAX_JSON_LINE_CHARS:,} characters (not JSON lines?)")
         yield line, text
 
 
-def _json_count(record: dict, key: str, path: Path, line: int) -> int:
-    value = record[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TraceFormatError(path, line, f"{key}: not a number: {value!r}")
-    if isinstance(value, float) and not value.is_integer():
-        raise TraceFormatError(path, line, f"{key}: not an integer: {value!r}")
-    if value < 0:
-        raise TraceFormatError(path, line, f"{key}: negative token count {value}")
-    return int(value)
+def _parse_json(text: str, path: Path, line: int) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = " (the line is cut off)" if exc.pos >= len(text.rstrip()) else ""
+        raise TraceFormatError(path, line, f"not valid JSON ({exc.msg}){cut}") from None
+    except ValueError:  # Python refuses to convert integers of more than 4,300 digits
+        raise TraceFormatError(path, line, "a number of more than 4,300 digits") from None
+    except RecursionError:
+        raise TraceFormatError(path, line, "not valid JSON (nested too deeply)") from None
 
 
 def _read_mooncake(
     path: Path, need_arrival: bool, counters: ReadCounters
 ) -> Iterator[TraceRow]:
     required = list(MOONCAKE_KEYS if need_arrival else MOONCAKE_KEYS[1:])
+    rows_before = counters.rows
     with open_text(path) as handle:
         for line, text in _numbered_lines(handle, path):
             if not text.strip():
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise TraceFormatError(path, line, f"not valid JSON ({exc.msg})") from None
+            record = _parse_json(text, path, line)
             if not isinstance(record, dict):
                 raise TraceFormatError(path, line, "expected a JSON object per line")
             missing = [key for key in required if key not in record]
@@ -233,12 +231,9 @@ def _read_mooncake(
                 )
             arrival = math.nan
             if need_arrival:
-                stamp = record["timestamp"]
-                if isinstance(stamp, bool) or not isinstance(stamp, (int, float)) or not math.isfinite(stamp):
-                    raise TraceFormatError(path, line, f"timestamp: not a number: {stamp!r}")
-                arrival = stamp / 1000.0
-            prompt = _json_count(record, "input_length", path, line)
-            output = _json_count(record, "output_length", path, line)
+                arrival = json_time_ms(record["timestamp"], path, line, "timestamp")
+            prompt = json_count(record["input_length"], path, line, "input_length")
+            output = json_count(record["output_length"], path, line, "output_length")
             hashes = record.get("hash_ids")
             if hashes is not None:
                 if not isinstance(hashes, list) or not all(
@@ -248,32 +243,72 @@ def _read_mooncake(
                 hashes = tuple(hashes)
             counters.rows += 1
             yield TraceRow(line, arrival, prompt, output, hashes)
+    if counters.rows == rows_before:
+        raise TraceFormatError(path, None, "no requests: the file has no JSON lines")
+
+
+#: What pyarrow raises for a file it cannot read: ArrowInvalid/ArrowIOError are ValueError and
+#: OSError subclasses; conversions of out-of-range timestamps raise OverflowError.
+_PARQUET_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, OverflowError, EOFError)
+
+
+def _open_parquet(path: Path):  # -> pyarrow.parquet.ParquetFile (imported lazily)
+    import pyarrow as pa
+    import pyarrow.parquet as pq  # only needed for this format
+
+    try:
+        return pq.ParquetFile(path)
+    except (*_PARQUET_ERRORS, pa.ArrowException) as exc:
+        raise TraceFormatError(path, None, f"not a readable Parquet file ({exc})") from None
+
+
+def _parquet_batches(path: Path, handle, required: list[str]) -> Iterator[list[list]]:
+    """The required columns of each record batch as Python lists, read errors made user errors."""
+    import pyarrow as pa
+
+    rows = 0
+    batches = handle.iter_batches(columns=required, batch_size=65_536)
+    while True:
+        try:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            columns = [batch.column(i).to_pylist() for i in range(len(required))]
+        except (*_PARQUET_ERRORS, pa.ArrowException) as exc:
+            raise TraceFormatError(
+                path, rows + 1, f"the Parquet data cannot be read from this row on (truncated or "
+                f"corrupt? {str(exc)[:200]})") from None
+        rows += batch.num_rows
+        yield columns
+
+
+def _parquet_seconds(stamp: object, path: Path, row: int, column: str) -> float:
+    """A Parquet timestamp column's value in seconds."""
+    try:
+        seconds = float(stamp.timestamp())  # type: ignore[attr-defined]
+    except (OverflowError, OSError, ValueError) as exc:
+        raise TraceFormatError(path, row, f"{column}: bad timestamp {shown(stamp)} ({exc})") from None
+    return check_seconds(seconds, stamp, path, row, column)
 
 
 def _read_parquet(
     path: Path, layout: _CsvLayout, need_arrival: bool, counters: ReadCounters
 ) -> Iterator[TraceRow]:
-    import pyarrow.parquet as pq  # only needed for this format
-
     required = _required(layout, need_arrival)
-    try:
-        handle = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
-        raise TraceFormatError(path, None, f"not a readable Parquet file ({exc})") from None
-    _header_indices(handle.schema_arrow.names, required, path, "parquet")
+    handle = _open_parquet(path)
+    _header_indices(handle.schema_arrow.names, required, path, "parquet", line=None)
     parser = DatetimeParser()
     row_number = 0
-    for batch in handle.iter_batches(columns=required, batch_size=65_536):
-        columns = [batch.column(i).to_pylist() for i in range(len(required))]
+    for columns in _parquet_batches(path, handle, required):
         for values in zip(*columns):
             row_number += 1
             strings = ["" if v is None else str(v) for v in values]
             if need_arrival:
                 stamp = values[0]
                 if hasattr(stamp, "timestamp"):  # a Parquet timestamp column
-                    arrival = float(stamp.timestamp())
+                    arrival = _parquet_seconds(stamp, path, row_number, required[0])
                 else:
-                    arrival = _parse_time(strings[0], layout.unit, parser, path, row_number, required[0])
+                    arrival = parse_time(strings[0], layout.unit, parser, path, row_number, required[0])
                 strings = strings[1:]
             else:
                 arrival = math.nan
@@ -281,6 +316,8 @@ def _read_parquet(
             output = parse_count(strings[1], path, row_number, layout.output)
             counters.rows += 1
             yield TraceRow(row_number, arrival, prompt, output, None)
+    if not row_number:
+        raise TraceFormatError(path, None, "no requests: the table has no rows")
 
 
 def read_trace(
@@ -294,7 +331,8 @@ def read_trace(
     """Stream the rows of a trace file in file order.
 
     ``need_arrival=False`` skips (and does not require) the arrival column, for files that
-    only provide lengths (e.g. Vidur's arXiv-summarisation length table).
+    only provide lengths (e.g. Vidur's arXiv-summarisation length table). Raises
+    TraceFormatError, as the rows are read, at the first thing wrong with the file.
     """
     counters = counters if counters is not None else ReadCounters()
     if fmt == "mooncake":
@@ -308,26 +346,16 @@ def read_trace(
 def check_trace_header(
     path: Path, fmt: str, columns: TraceColumns | None = None, *, need_arrival: bool = True
 ) -> None:
-    """Read only the header (or first record) and raise TraceFormatError if it cannot work."""
-    if fmt == "mooncake":
-        rows = read_trace(path, fmt, need_arrival=need_arrival)
-        next(rows, None)  # the first record shows whether the lines have the needed keys
-        rows.close()  # type: ignore[attr-defined]
-        return
-    layout = _layout(fmt, columns)
-    required = _required(layout, need_arrival)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    """Read the header and the first request; raise TraceFormatError if they cannot work.
 
-        try:
-            names = pq.ParquetFile(path).schema_arrow.names
-        except Exception as exc:
-            raise TraceFormatError(path, None, f"not a readable Parquet file ({exc})") from None
-        _header_indices(names, required, path, fmt)
-        return
-    with open_text(path) as handle:
-        try:
-            header = next(csv.reader(handle), None)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise TraceFormatError(path, 1, f"not a readable CSV text file ({exc})") from None
-        _header_indices(header, required, path, fmt)
+    Cheap (one line, one compressed block, or one Parquet batch), and catches before a
+    simulation starts what makes a trace unusable from its start: a missing column, plain
+    text named ``.gz``, an empty file or a header alone. The rest of the file is checked as
+    it is read; a whole-file check up front would cost a full read of traces that can hold
+    tens of millions of rows.
+    """
+    rows = read_trace(path, fmt, columns, need_arrival=need_arrival)
+    try:
+        next(rows, None)  # an empty trace raises: no requests
+    finally:
+        rows.close()  # type: ignore[attr-defined]

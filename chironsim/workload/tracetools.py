@@ -50,6 +50,7 @@ def trace_stats(
     (last − first arrival), ``rate_rps`` (rows ÷ duration), ``ia_cv`` (coefficient of
     variation of inter-arrival gaps), ``zero_ia_frac`` (gaps of exactly 0), and for
     ``prompt``/``output`` tokens: mean, p50, p90, p99 (linear interpolation), max.
+    Raises TraceFormatError (file and line) for a malformed trace, and for one without requests.
     """
     path = Path(path)
     counters = ReadCounters()
@@ -69,8 +70,6 @@ def trace_stats(
         last = row.arrival
         prompts.append(row.prompt_tokens)
         outputs.append(row.output_tokens)
-    if not prompts:
-        raise ChironError(f"{path}: the trace has no requests")
     duration = last - first
     stats: dict[str, Any] = {
         "rows": len(prompts),
