@@ -28,7 +28,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from chironsim.experiments.config import load_config
     from chironsim.experiments.runner import run
     from chironsim.metrics.format import format_summary
-    from chironsim.plots import write_standard_plots
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -53,12 +52,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     fmt = args.format or config.output.format
-    try:
-        path = result.save(out, fmt=fmt)
+    try:  # the plots go into the temporary folder too: the folder appears complete or not at all
+        path = result.save(out, fmt=fmt, plots=config.output.plots and not args.no_plots)
     except OSError as err:  # permissions, a full disk: the store has removed its partial copy
         raise ChironError(f"{out}: cannot write the results folder ({err.strerror or err})") from None
-    if config.output.plots and not args.no_plots:
-        write_standard_plots(result, path / "plots")
     print(format_summary(result.summary))
     m = result.manifest
     print(f"\n{m['requests']} requests, {m['sim_end_s']:.0f} simulated s in "

@@ -61,9 +61,21 @@ class Result:
             manifest=dict(manifest or {}),
         )
 
-    def save(self, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> Path:
-        """Write the results folder atomically (see :mod:`chironsim.metrics.store`)."""
-        return save_result(self, out_dir, fmt)
+    def save(self, out_dir: str | os.PathLike[str], fmt: str = "parquet", plots: bool = False,
+             clean_stale: bool = True) -> Path:
+        """Write the results folder atomically (see :mod:`chironsim.metrics.store`).
+
+        ``plots`` draws the standard figures into the folder's ``plots/`` before it is renamed
+        into place, so a folder that exists has all of them. ``clean_stale`` is passed on to
+        :func:`~chironsim.metrics.store.save_result`.
+        """
+        def draw(tmp: Path) -> None:
+            from chironsim.plots import write_standard_plots
+
+            write_standard_plots(self, tmp / "plots")
+
+        return save_result(self, out_dir, fmt, before_commit=draw if plots else None,
+                           clean_stale=clean_stale)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:

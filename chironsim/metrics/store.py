@@ -1,10 +1,17 @@
 """Result folders on disk: five tables (Parquet, or CSV on request) and ``manifest.json``.
 
-A folder is written atomically. Everything goes into a hidden temporary sibling first, and only
-a complete folder is renamed into place; an existing result folder is moved aside, replaced and
-then deleted, and put back if the replacement fails. A crash therefore leaves either the old
-folder, the new one, or a hidden ``.NAME.tmp-*``/``.NAME.old-*`` sibling — never a half-written
+A folder is written atomically. Everything goes into a hidden temporary sibling first (plots
+included, see ``before_commit``), and only a complete folder is renamed into place; an existing
+result folder is moved aside, replaced and then deleted, and put back if the replacement fails.
+A crash therefore leaves either the old folder, the new one, or a hidden ``.NAME.tmp-*`` /
+``.NAME.old-*`` sibling tagged with the writer's process (see :mod:`chironsim.metrics.atomic`),
+which the next save in that folder removes once that process is gone — never a half-written
 folder under the real name. Sweeps rely on this: "the folder exists" means "the run finished".
+
+The manifest records the size of every table it was written with (``files``), so a folder
+damaged later (a disk filled up by another job, a copy cut short) is told apart from a good one
+by :func:`result_dir_problem` without reading the tables in full, and every reader reports a
+damaged table as a user error naming the file rather than a traceback.
 """
 
 from __future__ import annotations
@@ -13,14 +20,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from chironsim.errors import ChironError, ConfigError
+from chironsim.metrics.atomic import OLD, remove_stale_temporaries, temp_prefix, umask_mode
 from chironsim.metrics.summary import SUMMARY_SCHEMA
 from chironsim.metrics.tables import (
     BOOL,
@@ -45,6 +55,10 @@ SCHEMAS: dict[str, Schema] = {
 TABLES = tuple(SCHEMAS)
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv")
+#: Manifest key listing each table file's size in bytes (bookkeeping; not returned on load).
+FILES_KEY = "files"
+#: What reading a damaged table or manifest raises (truncated Parquet, bad CSV, bad bytes).
+READ_ERRORS = (OSError, ValueError, EOFError, pa.ArrowException)
 
 
 class ResultLike(Protocol):
@@ -58,23 +72,39 @@ class ResultLike(Protocol):
     manifest: dict
 
 
-def save_result(result: ResultLike, out_dir: str | os.PathLike[str], fmt: str = "parquet") -> Path:
+def save_result(
+    result: ResultLike,
+    out_dir: str | os.PathLike[str],
+    fmt: str = "parquet",
+    before_commit: Callable[[Path], object] | None = None,
+    clean_stale: bool = True,
+) -> Path:
     """Write ``result`` to ``out_dir`` atomically and return the folder's path.
 
     An existing ``out_dir`` is replaced only if it is a result folder (has ``manifest.json``)
-    or empty, so a mistyped ``--out`` cannot delete unrelated files.
+    or empty, so a mistyped ``--out`` cannot delete unrelated files. ``before_commit(tmp)`` adds
+    more files (the plots) to the temporary folder before it is renamed into place, so they are
+    there exactly when the folder is. ``clean_stale`` first removes the temporaries that killed
+    writers left beside ``out_dir``; a sweep's workers skip it (the sweep cleans its folder
+    once, rather than every worker scanning thousands of run folders per save).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if clean_stale:
+        remove_stale_temporaries(out.parent)
     tables = {name: conform(getattr(result, name), SCHEMAS[name], name) for name in TABLES}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
     try:
+        os.chmod(tmp, 0o777 & ~(0o666 ^ umask_mode()))  # mkdtemp's 0700 is too strict to share
         for name, frame in tables.items():
             _write_table(frame, tmp / f"{name}.{fmt}", fmt)
-        _write_manifest(result.manifest, tmp / MANIFEST)
+        sizes = {f"{name}.{fmt}": (tmp / f"{name}.{fmt}").stat().st_size for name in TABLES}
+        if before_commit is not None:
+            before_commit(tmp)
+        _write_manifest({**result.manifest, FILES_KEY: sizes}, tmp / MANIFEST)
         _fsync(tmp)
         _move_into_place(tmp, out)
     except BaseException:
@@ -90,19 +120,92 @@ def is_result_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def load_tables(path: str | os.PathLike[str]) -> tuple[dict[str, pd.DataFrame], dict]:
-    """Read a result folder back: ``({table name: DataFrame}, manifest)`` with schema dtypes."""
+    """Read a result folder back: ``({table name: DataFrame}, manifest)`` with schema dtypes.
+
+    A missing, truncated or unreadable table or manifest raises ChironError naming the file.
+    """
     p = Path(path)
     if not (p / MANIFEST).is_file():
         raise ChironError(f"{p}: not a chironsim result folder (no {MANIFEST})")
+    manifest = read_manifest(p)
+    sizes = manifest.pop(FILES_KEY, None)
     tables = {}
     for name in TABLES:
         file = _table_path(p, name)
         if file is None:
             raise ChironError(f"{p}: result folder lacks the {name} table")
-        tables[name] = _read_table(file, SCHEMAS[name], name)
-    with open(p / MANIFEST, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+        problem = _size_problem(file, sizes)
+        if problem:
+            raise ChironError(f"{file}: {problem}")
+        try:
+            tables[name] = _read_table(file, SCHEMAS[name], name)
+        except READ_ERRORS as err:
+            raise ChironError(f"{file}: cannot read the {name} table ({_first_line(err)}); "
+                              "the result folder is damaged, run it again") from None
     return tables, manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A result folder's ``manifest.json``; a damaged one raises ChironError naming it."""
+    path = folder / MANIFEST
+    try:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise ChironError(f"{path}: cannot read the manifest ({_first_line(err)}); "
+                          "the result folder is damaged, run it again") from None
+    if not isinstance(manifest, dict):
+        raise ChironError(f"{path}: the manifest is not a JSON object; the result folder is "
+                          "damaged, run it again")
+    return manifest
+
+
+def result_dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not a complete, intact result folder, or None when it is.
+
+    Cheap enough to run on every folder of a resumed sweep: the manifest is parsed, each
+    table's size is compared with the one the manifest recorded, and each Parquet table's
+    footer (its schema and row groups) is read, which is where a truncated file fails.
+    """
+    p = Path(path)
+    if not (p / MANIFEST).is_file():
+        return f"no {MANIFEST}"
+    try:
+        sizes = read_manifest(p).get(FILES_KEY)
+    except ChironError as err:
+        return str(err).removeprefix(f"{p / MANIFEST}: ")
+    for name in TABLES:
+        file = _table_path(p, name)
+        if file is None:
+            return f"the {name} table is missing"
+        problem = _size_problem(file, sizes)
+        if problem:
+            return f"{file.name} {problem}"
+        if file.suffix == ".parquet":
+            try:
+                columns = set(pq.read_schema(file).names)
+            except READ_ERRORS as err:
+                return f"{file.name} cannot be read ({_first_line(err)})"
+            missing = [col for col, _ in SCHEMAS[name] if col not in columns]
+            if missing:
+                return f"{file.name} lacks the column(s) {', '.join(missing)}"
+    return None
+
+
+def _size_problem(file: Path, sizes: object) -> str | None:
+    """A table whose size differs from the manifest's record (older folders have none)."""
+    if not isinstance(sizes, dict) or file.name not in sizes:
+        return None
+    actual, recorded = file.stat().st_size, sizes[file.name]
+    if actual == recorded:
+        return None
+    return (f"has {actual} bytes but was written with {recorded}: the file is truncated or "
+            "was changed after the run; the result folder is damaged, run it again")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
 
 
 def check_replaceable(out: Path) -> None:
@@ -120,7 +223,7 @@ def _move_into_place(new: Path, out: Path) -> None:
     if not out.exists():
         os.rename(new, out)
         return
-    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    holder = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name, OLD), dir=out.parent))
     previous = holder / "previous"
     os.rename(out, previous)
     try:

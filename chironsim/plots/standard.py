@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from chironsim.metrics.atomic import remove_stale_temporaries, temp_prefix, umask_mode
 from chironsim.plots.figures import (
     instances_over_time,
     kv_utilization_over_time,
@@ -46,10 +48,13 @@ def save_figures(drawings: Sequence[tuple[str, Callable[[Axes], Axes]]],
                  out_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw each ``(file name, draw(ax))`` on its own figure and save it as a PNG in ``out_dir``.
 
-    Uses the Agg canvas directly: no window, no pyplot state, nothing left open.
+    Uses the Agg canvas directly: no window, no pyplot state, nothing left open. Each PNG is
+    written to a hidden temporary and renamed, so a killed ``chironsim plot`` leaves no
+    half-drawn figure under a real name in a results folder.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     written = []
     for name, draw in drawings:
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -57,6 +62,14 @@ def save_figures(drawings: Sequence[tuple[str, Callable[[Axes], Axes]]],
         draw(fig.add_subplot())
         fig.tight_layout()
         path = out / name
-        fig.savefig(path)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=out)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png")
+            os.chmod(tmp, umask_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         written.append(path)
     return written
