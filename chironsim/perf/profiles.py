@@ -3,24 +3,35 @@
 Two CSV kinds exist: `mlp.csv` (per-operator times of one transformer layer's non-attention
 kernels, keyed by num_tokens and the tensor-parallel shard shape) and `all_reduce.csv` (NCCL
 all-reduce time by message size and worker count). Times are in milliseconds in the files and
-seconds here. A malformed file raises TraceFormatError naming the file, line and column.
+seconds here. A malformed file raises TraceFormatError naming the file, line and column: a cell
+that is not a finite positive number (shapes: a whole number), a ragged row, a file that is
+empty or has a header only, and one that cannot be read as text (a truncated or fake ``.gz``,
+bytes that are not UTF-8; see ``chironsim.workload.tracefile``).
 """
 
 from __future__ import annotations
 
+import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from chironsim.errors import TraceFormatError
+from chironsim.workload.tracefile import READ_ERRORS, open_text, read_failure, shown
 
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
 _SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size",
                   "num_tokens", "num_tensor_parallel_workers")
 _ALL_REDUCE_COLUMNS = ("time_stats.all_reduce.median", "num_workers", "size", "devices_per_node")
+_WHOLE_COLUMNS = _SHAPE_COLUMNS + ("num_workers", "size", "devices_per_node")
+#: Shapes, token counts, worker counts and message sizes are whole numbers below this; it keeps
+#: their conversion to int64 exact.
+_MAX_WHOLE = 2**53
 
 
 def _median(op: str) -> str:
@@ -43,30 +54,63 @@ class Profiles:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise TraceFormatError(path, None, "file not found")
+    with open_text(path) as handle:  # decompresses .gz and strips a BOM as trace files do
+        try:
+            text = handle.read()
+        except READ_ERRORS as exc:
+            raise read_failure(path, None, exc) from None
     try:
-        return pd.read_csv(path, skip_blank_lines=False)
-    except FileNotFoundError:
-        raise TraceFormatError(path, None, "file not found") from None
+        frame = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
     except pd.errors.EmptyDataError:
         raise TraceFormatError(path, None, "the file is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.ParserError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise TraceFormatError(path, int(match.group(1)) if match else None, f"not a CSV file: {exc}") from None
+    if frame.empty:
+        raise TraceFormatError(path, None, "no data rows: the file has a header only")
+    return frame
+
+
+def _cell_float(value: object) -> float:
+    """One cell as a float; nan where it is not a number (inf where its digits overflow)."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
+def _as_float(column: pd.Series) -> pd.Series:
+    try:
+        return pd.to_numeric(column, errors="coerce").astype(float)
+    except (OverflowError, TypeError, ValueError):  # an integer too long for float64
+        return column.map(_cell_float).astype(float)
 
 
 def _numeric(frame: pd.DataFrame, path: Path, columns: tuple[str, ...], positive: tuple[str, ...]) -> pd.DataFrame:
-    """Columns as floats; the first bad cell is reported with its line (header = line 1)."""
+    """Columns as finite floats; the first bad cell is reported with its line (header = line 1).
+
+    Columns in ``_WHOLE_COLUMNS`` (shapes, counts, sizes) must hold whole numbers below 2^53.
+    """
     out = pd.DataFrame(index=frame.index)
     for column in columns:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() | (values <= 0 if column in positive else values < 0)
+        values = _as_float(frame[column])
+        array = values.to_numpy()
+        bad = ~np.isfinite(array) | (array <= 0 if column in positive else array < 0)
+        whole = column in _WHOLE_COLUMNS
+        if whole:
+            bad |= (np.mod(np.where(bad, 0, array), 1) != 0) | (np.where(bad, 0, array) > _MAX_WHOLE)
         if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
+            row = int(bad.nonzero()[0][0])
             position = frame.columns.get_loc(column) + 1
             raw = frame[column].iloc[row]
-            need = "a positive number" if column in positive else "a non-negative number"
-            raise TraceFormatError(path, row + 2, f"column {column!r} (column {position}): {raw!r} is not {need}")
-        out[column] = values.astype(float)
+            need = "a positive" if column in positive else "a non-negative"
+            need += " whole number below 2^53" if whole else " number"
+            what = ("the cell is empty; expected" if pd.isna(raw)
+                    else f"{shown(raw.item() if isinstance(raw, np.generic) else raw)} is not")
+            raise TraceFormatError(path, row + 2, f"column {column!r} (column {position}): {what} {need}")
+        out[column] = values
     return out
 
 

@@ -71,8 +71,11 @@ def first_undecodable_line(path: Path) -> tuple[int, int, int] | None:
     return None
 
 
-def read_failure(path: Path, line: int, exc: BaseException) -> TraceFormatError:
-    """The user error for ``exc``, raised while reading line ``line`` (1-based) of ``path``."""
+def read_failure(path: Path, line: int | None, exc: BaseException) -> TraceFormatError:
+    """The user error for ``exc``, raised while reading line ``line`` (1-based) of ``path``.
+
+    ``line`` is None where the caller reads the file whole and so knows no line.
+    """
     if isinstance(exc, UnicodeDecodeError):
         bad = first_undecodable_line(path)
         if bad is not None:
@@ -83,7 +86,7 @@ def read_failure(path: Path, line: int, exc: BaseException) -> TraceFormatError:
         return TraceFormatError(path, line, f"not UTF-8 text ({exc.reason})")
     if isinstance(exc, gzip.BadGzipFile):
         if str(exc).startswith("Not a gzipped file"):
-            if line <= 1:
+            if line is None or line <= 1:
                 return TraceFormatError(
                     path, None, "not gzip-compressed, though its name ends in .gz "
                     "(compress it, or rename it without .gz)")
