@@ -93,14 +93,19 @@ def test_changed_policy_fails_with_a_readable_diff(tmp_path: Path,
     header = next(i for i, line in enumerate(lines) if line.startswith("scenario"))
     assert lines[header].split() == ["scenario", "class", "metric", "baseline", "now",
                                      "tolerance", "Δ"]
-    rows = [line.split() for line in lines[header + 2:] if line.startswith("reactive_spike")]
-    assert rows
+    table = lines[header + 2:lines.index("", header)]
+    rows = [line.split() for line in table]
+    assert rows and all(row[0] == "reactive_spike" for row in rows)
     assert any(row[1] == "cluster" and row[2] == "gpu_hours" for row in rows)
     baseline = data["baseline"]
     for row in rows:
         assert float(row[3]) == pytest.approx(baseline[row[1]][row[2]]["value"], rel=1e-3)
         assert row[5].startswith("±")
     assert "--update" in out
+    # The baseline was recorded from another scenario, and the report says what changed.
+    assert "; the scenario changed since the baseline was recorded" in out
+    assert re.search(r"^  config: policy changed$", out, re.M)
+    assert f"chironsim check {changed} --update" in out
 
 
 def test_update_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
