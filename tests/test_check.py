@@ -216,3 +216,235 @@ def test_bad_paths_and_options(tmp_path: Path, capsys: pytest.CaptureFixture,
     with pytest.raises(SystemExit) as stop:
         main(["check", str(tmp_path), "--tolerance-scale", "0"])
     assert stop.value.code == 2
+
+
+# ----------------------------------------------------------------------------- weakened baselines
+# Each edit below would let a regression through if the gate trusted the file as written.
+
+
+@pytest.fixture(scope="module")
+def pinned_tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """TINY after ``--update``: a real baseline and its record (inline, so movable anywhere)."""
+    path = tmp_path_factory.mktemp("pinned") / "tiny.yaml"
+    path.write_text(TINY)
+    assert main(["check", str(path), "--update"]) == 0
+    text = path.read_text()
+    assert "\npinned:\n" in text
+    return text
+
+
+def _line_of(text: str, fragment: str) -> int:
+    """1-based line of the first line containing ``fragment``."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def _refused(path: Path, text: str, capsys: pytest.CaptureFixture, *fragments: str,
+             update: bool = False) -> str:
+    """Write ``text``, run check (or --update): exit 2, one located error, file left as it was."""
+    path.write_text(text)
+    assert main(["check", str(path), *(["--update"] if update else [])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert path.read_text() == text
+    return err
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: .inf, rel_tol: 0.02}",
+     "ttft_p50.abs_tol: Input should be a finite number"),
+    ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: 0.0001, rel_tol: .nan}",
+     "ttft_p50.rel_tol: Input should be a finite number"),
+    ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: -0.0001, rel_tol: 0.02}",
+     "ttft_p50.abs_tol: Input should be greater than or equal to 0"),
+    ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: 0.0001, rel_tol: 1.0}",
+     "ttft_p50.rel_tol: must be below 1"),
+    ("abs_tol: 0.01, rel_tol: 0.02}", "abs_tol: 1.0, rel_tol: 0.02}",
+     "slo_attainment.abs_tol: must be below 0.5 (got 1)"),
+])
+def test_unbounded_tolerance_is_refused(old: str, new: str, fragment: str, pinned_tiny: str,
+                                        tmp_path: Path, capsys: pytest.CaptureFixture,
+                                        no_simulation: None) -> None:
+    text = pinned_tiny.replace(old, new, 1)
+    line = _line_of(text, new)
+    _refused(tmp_path / "tiny.yaml", text, capsys, f"tiny.yaml:{line}: baseline.interactive.",
+             fragment)
+    # --update keeps tolerances, so it must refuse them as well rather than re-pin them.
+    _refused(tmp_path / "tiny.yaml", text, capsys, f"tiny.yaml:{line}:", fragment, update=True)
+
+
+def test_infinite_value_is_refused(pinned_tiny: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture, no_simulation: None) -> None:
+    text = re.sub(r"(ttft_p99: +\{value: )[^,]+", r"\g<1>.inf", pinned_tiny)
+    line = _line_of(text, "ttft_p99:")
+    _refused(tmp_path / "tiny.yaml", text, capsys,
+             f"tiny.yaml:{line}: baseline.interactive.ttft_p99.value: must be a finite number")
+
+
+def test_deleted_metric_is_refused(pinned_tiny: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture, no_simulation: None) -> None:
+    text = re.sub(r"\n +ttft_p99: +\{[^\n]*", "", pinned_tiny, count=1)
+    assert "ttft_p99: {" not in text.replace(" ", "")
+    line = _line_of(text, "baseline:") + 1  # the class block the metric was deleted from
+    _refused(tmp_path / "tiny.yaml", text, capsys,
+             f"tiny.yaml:{line}: baseline.interactive.ttft_p99: metric deleted",
+             f"chironsim check {tmp_path / 'tiny.yaml'} --update")
+
+
+def test_deleted_class_is_refused(pinned_tiny: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture, no_simulation: None) -> None:
+    text = re.sub(r"\n  cluster:\n +gpu_hours: [^\n]*", "", pinned_tiny, count=1)
+    assert "gpu_hours: {" not in text
+    _refused(tmp_path / "tiny.yaml", text, capsys,
+             f"tiny.yaml:{_line_of(text, 'baseline:')}: baseline.cluster: class block deleted")
+
+
+def test_deleted_metric_and_its_record_entry_is_refused(
+        pinned_tiny: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+        no_simulation: None) -> None:
+    # Deleting the metric from the record too does not help: the seal covers the record.
+    text = re.sub(r"\n +ttft_p99: +\{[^\n]*", "", pinned_tiny, count=1)
+    text = text.replace("ttft_p50, ttft_p99, ", "ttft_p50, ", 1)
+    _refused(tmp_path / "tiny.yaml", text, capsys,
+             f"tiny.yaml:{_line_of(text, '  seal:')}: pinned.seal: does not match the record")
+
+
+def test_metric_added_by_hand_must_be_pinned(pinned_tiny: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture,
+                                             no_simulation: None) -> None:
+    text = pinned_tiny.replace("baseline:\n  interactive:\n",
+                               f"baseline:\n  interactive:\n    ttft_p90: {BAND}\n", 1)
+    _refused(tmp_path / "tiny.yaml", text, capsys,
+             f"tiny.yaml:{_line_of(text, 'ttft_p90')}: baseline.interactive.ttft_p90: "
+             "not in the metric set --update pinned")
+
+
+@pytest.mark.parametrize("baseline", ["baseline: {}\n", f"baseline:\n  interactive: {{}}\n"
+                                      f"  cluster:\n    gpu_hours: {BAND}\n"])
+def test_empty_baseline_is_refused(baseline: str, pinned_tiny: str, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture, no_simulation: None) -> None:
+    start = pinned_tiny.index("baseline:\n")
+    end = pinned_tiny.index("# Recorded by")
+    text = pinned_tiny[:start] + baseline + pinned_tiny[end:]
+    line = _line_of(text, "baseline:")
+    if baseline == "baseline: {}\n":
+        _refused(tmp_path / "tiny.yaml", text, capsys,
+                 f"tiny.yaml:{line}: baseline: empty: it would check nothing")
+    else:
+        _refused(tmp_path / "tiny.yaml", text, capsys,
+                 f"tiny.yaml:{line + 1}: baseline.interactive: no metrics")
+
+
+def test_unpinned_baseline_is_refused(pinned_tiny: str, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A baseline written by hand (or before records existed) says nothing of its scenario.
+    text = pinned_tiny[:pinned_tiny.index("# Recorded by")]
+    path = tmp_path / "tiny.yaml"
+    monkeypatch.setattr(check_module, "simulate", None)  # refused before simulating
+    _refused(path, text, capsys, f"tiny.yaml:{_line_of(text, 'baseline:')}: baseline: not pinned",
+             f"record it with 'chironsim check {path} --update'")
+    monkeypatch.undo()
+    # ... and --update is how it gets pinned, values untouched (the simulator is deterministic).
+    assert main(["check", str(path), "--update"]) == 0
+    assert "0 of 7 values changed" in capsys.readouterr().out
+    assert path.read_text() == pinned_tiny
+    assert main(["check", str(path)]) == 0
+
+
+@pytest.mark.parametrize(("old", "new", "fragment"), [
+    ("scenario_fingerprint: ", "scenario_fingerprint: 0", "pinned.scenario_fingerprint: must be a SHA-256"),
+    ("  seal: ", "  sealed: ", "pinned.sealed: Extra inputs"),
+    ("\npinned:\n", "\npinned: 3\nunused:\n", None),
+])
+def test_malformed_record_is_refused(old: str, new: str, fragment: str | None, pinned_tiny: str,
+                                     tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     no_simulation: None) -> None:
+    text = pinned_tiny.replace(old, new, 1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "tiny.yaml:" in err and "Traceback" not in err, err
+    if fragment:
+        assert fragment in err, err
+    assert path.read_text() == text
+
+
+# ----------------------------------------------------------------------------- changed scenarios
+
+
+def test_switched_policy_fails_even_within_tolerance(
+        pinned_tiny: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # One instance: every router routes identically, so the numbers cannot tell — the record must.
+    path = tmp_path / "tiny.yaml"
+    path.write_text(pinned_tiny.replace("  cluster:\n    model:",
+                                        "  policy: {kind: static, router: {kind: round_robin}}\n"
+                                        "  cluster:\n    model:", 1))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  tiny  7 metrics within tolerance; the scenario changed" in out
+    assert re.search(r"^  config: policy changed \(was all at defaults\)$", out, re.M), out
+    assert f"record it deliberately: chironsim check {path} --update" in out
+    # Accepting it deliberately records the new scenario; then it passes.
+    assert main(["check", str(path), "--update"]) == 0
+    out = capsys.readouterr().out
+    assert "pinned: config: policy changed (was all at defaults) (recorded again)" in out
+    assert main(["check", str(path)]) == 0
+
+
+def test_switched_policy_of_a_referenced_scenario_fails(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    scenario = yaml.safe_load(TINY)["scenario"]
+    scenario["cluster"]["pools"]["default"]["instances"] = 2
+    scenario["policy"] = {"kind": "reactive", "metric": "utilization", "target": 0.6,
+                          "interval_s": 5, "min_instances": 1, "max_instances": 2}
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+    path = tmp_path / "regression.yaml"
+    path.write_text("scenario: scenario.yaml\n")
+    assert main(["check", str(path), "--update"]) == 0
+    capsys.readouterr()
+    scenario["policy"] = {"kind": "static"}  # the switch the issue describes, in the scenario
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+    before = path.read_text()
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^FAIL  regression  .*; the scenario changed", out, re.M), out
+    assert "config: policy changed" in out
+    assert path.read_text() == before  # check never writes
+
+
+TRACE = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+    f"2000-01-01 00:00:{i:02d}.0,{300 + 37 * i},{40 + 11 * i}\n" for i in range(20))
+
+
+def test_edited_trace_fails_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "trace.csv").write_text(TRACE)
+    data = yaml.safe_load(TINY)
+    data["scenario"]["workload"] = {"streams": [
+        {"kind": "trace", "format": "azure", "path": "trace.csv", "request_class": "interactive"}]}
+    path = tmp_path / "trace_check.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert main(["check", str(path), "--update"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(path)]) == 0
+    capsys.readouterr()
+    # One output length one token longer: too small to move any metric out of its band.
+    (tmp_path / "trace.csv").write_text(TRACE.replace(",40\n", ",41\n", 1))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "7 metrics within tolerance; the scenario changed" in out
+    assert re.search(r"^  input file workload\.streams\[0\]\.path \(.*trace\.csv\) changed$",
+                     out, re.M), out
+
+
+def test_update_keeps_what_follows_the_record(pinned_tiny: str, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(pinned_tiny + "# a closing comment\n")
+    assert main(["check", str(path), "--update"]) == 0
+    capsys.readouterr()
+    text = path.read_text()
+    assert text == pinned_tiny + "# a closing comment\n"
+    assert text.count("\npinned:") == 1
