@@ -182,10 +182,17 @@ def test_failed_run_is_recorded_and_retried(tmp_path: Path, capsys) -> None:
     summary = pd.read_parquet(out / "summary.parquet")
     assert set(summary["workload.streams.0.path"]) == {"good.csv"}
 
-    bad.write_text(header + "".join(lines))  # fixed: the next invocation retries the point
+    # Retried as it is: still failing. Then fixed: the trace's content is part of the point's
+    # identity, so the fixed trace makes a new point, which runs; the good one is resumed.
+    assert main(["sweep", str(path), "--workers", "1", "--out", str(out), "--quiet"]) == 1
+    assert pd.read_parquet(out / "runs.parquet")["point_id"].tolist().count(pid) == 1
+    bad.write_text(header + "".join(lines))
     assert main(["sweep", str(path), "--workers", "1", "--out", str(out), "--quiet"]) == 0
-    runs = pd.read_parquet(out / "runs.parquet")
-    assert set(runs["status"]) == {"ok"} and not error_file(out, pid).exists()
+    runs = pd.read_parquet(out / "runs.parquet").drop_duplicates("point_id")
+    assert set(runs["status"]) == {"ok"} and pid not in set(runs["point_id"])
+    fixed = runs[runs["workload.streams.0.path"] == "bad.csv"]
+    assert not fixed["resumed"].item() and not error_file(out, fixed["point_id"].item()).exists()
+    assert runs[runs["workload.streams.0.path"] == "good.csv"]["resumed"].item()
 
 
 def test_ray_executor_gives_the_local_tables(local_sweep, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from scipy import stats
 from chironsim.cli import main
 from chironsim.errors import ConfigError
 from chironsim.experiments.aggregate import format_sweep_summary, mean_ci, summarize_sweep
+from chironsim.experiments.fingerprint import scenario_fingerprint
 from chironsim.experiments.spec import DEFAULT_METRICS, parse_spec, set_dotted
 from chironsim.experiments.sweep import plan_sweep
 from scenarios import light_scenario
@@ -74,13 +75,19 @@ def test_grid_expands_to_every_combination_in_axis_order(tmp_path: Path) -> None
     assert plan.base_dir == tmp_path
 
 
-def test_point_id_is_the_hash_of_the_resolved_config(tmp_path: Path) -> None:
+def test_point_id_is_the_scenario_fingerprint(tmp_path: Path) -> None:
+    # The id covers the resolved config and the content of every file a point reads (none
+    # here: the streams are synthetic), exactly as the regression gate's fingerprint does.
     plan = plan_sweep(write_sweep(tmp_path))
     ids = [p.point_id for p in plan.points]
     assert len(set(ids)) == len(ids)
     for p in plan.points:
         canonical = json.dumps(p.config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        assert p.point_id == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        payload = json.dumps({"config": canonical, "inputs": {}}, sort_keys=True,
+                             separators=(",", ":"))
+        assert p.point_id == hashlib.sha256(payload.encode()).hexdigest()[:16]
+        assert p.point_id == scenario_fingerprint(p.config, plan.base_dir)[:16]
+        assert p.inputs == {}
 
 
 def test_identical_configs_share_a_point_id(tmp_path: Path) -> None:

@@ -5,22 +5,31 @@ its result folder itself (atomically) before returning a small status dict. Resu
 never travel between processes as big objects, an interrupted sweep leaves only complete
 folders behind, and the tables are identical whichever executor produced them: each run is
 seeded from its own config alone.
+
+A point that fails in any way, a user error in its trace or a MemoryError, is recorded and the
+others go on. Local worker processes die with the sweep (a killed sweep must not leave workers
+running queued points beside the one restarted), and a point that kills its worker (the
+kernel's out-of-memory killer) is found by running the points that were in flight one by one
+again, so only that point is recorded as failed.
 """
 
 from __future__ import annotations
 
-import json
+import gc
 import multiprocessing
 import os
-import tempfile
 import traceback
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chironsim.errors import ChironError
+from chironsim.experiments.orphans import die_with_parent
+from chironsim.metrics.atomic import write_json_atomic
 
 EXECUTORS = ("local", "ray")
 RUNS = "runs"
@@ -36,10 +45,15 @@ class Task:
     out_dir: str
     point_id: str
     point: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def args(self) -> tuple[Any, ...]:
-        return (self.config, self.base_dir, self.out_dir, self.point_id, self.point)
+        return (self.config, self.base_dir, self.out_dir, self.point_id, self.point, self.inputs)
+
+
+class WorkerDied(Exception):
+    """The process running a point ended without a result (killed by a signal)."""
 
 
 def run_dir(out_dir: str | Path, point_id: str) -> Path:
@@ -53,12 +67,14 @@ def error_file(out_dir: str | Path, point_id: str) -> Path:
 
 
 def run_point(config: dict[str, Any], base_dir: str, out_dir: str, point_id: str,
-              point: dict[str, Any]) -> dict[str, Any]:
+              point: dict[str, Any], inputs: dict[str, str] | None = None) -> dict[str, Any]:
     """Simulate one point and save its results under ``OUT/runs/<point_id>``.
 
     Never raises for a failing run: the exception is written to the point's ``.error.json``
     (so the other runs go on and the next invocation retries it) and reported as
     ``{"status": "failed", ...}``. A success removes an earlier attempt's error file.
+    ``inputs`` (config key → SHA-256 of each file the point reads, part of its id) goes into
+    the manifest, so a result says which trace content it was computed from.
     """
     from chironsim.experiments.config import parse_config
     from chironsim.experiments.runner import run
@@ -69,38 +85,50 @@ def run_point(config: dict[str, Any], base_dir: str, out_dir: str, point_id: str
         result = run(scenario, base)
         result.manifest["point_id"] = point_id
         result.manifest["point"] = dict(point)
-        result.save(run_dir(out_dir, point_id), fmt="parquet")
+        result.manifest["inputs"] = dict(inputs or {})
+        result.save(run_dir(out_dir, point_id), fmt="parquet", clean_stale=False)
+        wall = result.manifest["wall_seconds"]
     except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, not fatal
         return record_failure(out_dir, point_id, point, err)
     error_file(out_dir, point_id).unlink(missing_ok=True)
-    return {"point_id": point_id, "status": "ok", "wall_seconds": result.manifest["wall_seconds"]}
+    return {"point_id": point_id, "status": "ok", "wall_seconds": wall}
 
 
 def record_failure(out_dir: str | Path, point_id: str, point: dict[str, Any],
                    err: BaseException) -> dict[str, Any]:
-    """Write ``OUT/runs/<point_id>.error.json`` and return the failed status."""
-    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    """Write ``OUT/runs/<point_id>.error.json`` and return the failed status.
+
+    The failed run's frames are cleared first: after a MemoryError they hold the simulation
+    that filled memory, and formatting the traceback (or the next run in this process) would
+    fail for lack of it. Neither formatting nor writing the record may fail the sweep.
+    """
+    _release_frames(err)
+    message = f"{type(err).__name__}: {err}"
+    try:
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    except MemoryError:
+        text = f"{message}\n(traceback not formatted: out of memory)"
     record = {"point_id": point_id, "point": point, "error_type": type(err).__name__,
               "message": str(err), "traceback": text}
-    write_json_atomic(error_file(out_dir, point_id), record)
-    return {"point_id": point_id, "status": "failed",
-            "error": f"{type(err).__name__}: {err}"}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a hidden temporary sibling, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_json_atomic(error_file(out_dir, point_id), record)
+    except OSError as write_err:
+        message += f" (and its error file could not be written: {write_err.strerror or write_err})"
+    return {"point_id": point_id, "status": "failed", "error": message}
+
+
+def _release_frames(err: BaseException) -> None:
+    """Drop the local variables of every frame in ``err``'s tracebacks (and its causes')."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)
+        todo += [e.__cause__, e.__context__]
+    gc.collect()
 
 
 def execute(tasks: Sequence[Task], executor: str = "local", workers: int | None = None,
@@ -142,19 +170,55 @@ def _in_process(tasks: Sequence[Task]) -> Iterator[dict[str, Any]]:
         yield run_point(*task.args)
 
 
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    """Workers started with ``spawn`` (none inherits this process's state) that die with it."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=die_with_parent, initargs=(os.getpid(),))
+
+
 def _process_pool(tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
-    """Local worker processes, started with ``spawn`` so that none inherits this one's state."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    """Local worker processes, at most ``workers`` points in flight.
+
+    When a worker dies (a point killed by the out-of-memory killer), the pool is broken and
+    every point in flight fails with it; those are run again one at a time, each in a fresh
+    worker, so that only the point that kills its worker is recorded as failed. The rest of
+    the queue then goes on in a new pool.
+    """
+    queue = deque(tasks)
+    while queue:
+        suspects: list[Task] = []
+        yield from _pool_round(queue, workers, suspects)
+        for task in suspects:
+            yield from _pool_round(deque([task]), 1, [], alone=True)
+
+
+def _pool_round(queue: deque[Task], workers: int, suspects: list[Task],
+                alone: bool = False) -> Iterator[dict[str, Any]]:
+    """Run tasks from ``queue`` until it is empty or the pool breaks (in-flight → ``suspects``)."""
+    pool = _new_pool(workers)
+    pending: dict[Future[dict[str, Any]], Task] = {}
     try:
-        pending: dict[Future[dict[str, Any]], Task] = {
-            pool.submit(run_point, *task.args): task for task in tasks}
-        while pending:
+        while queue or pending:
+            while queue and len(pending) < workers:
+                task = queue.popleft()
+                pending[pool.submit(run_point, *task.args)] = task
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            if not alone and any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                for future, task in pending.items():  # keep what finished before the break
+                    if future.done() and future.exception() is None:
+                        yield future.result()
+                    else:
+                        suspects.append(task)
+                return
             for future in done:
                 task = pending.pop(future)
                 try:
                     yield future.result()
-                except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the OS
+                except BrokenProcessPool:  # alone: this point killed its worker
+                    yield record_failure(task.out_dir, task.point_id, task.point, WorkerDied(
+                        "the worker process running this point died (killed by a signal, "
+                        "e.g. by the kernel when the machine ran out of memory)"))
+                except Exception as err:  # noqa: BLE001 - e.g. a result that cannot be unpickled
                     yield record_failure(task.out_dir, task.point_id, task.point, err)
     finally:
         # Leaving early (Ctrl-C, an error) must not wait for the runs not yet started.

@@ -14,8 +14,16 @@ A spec is YAML, as strict as a scenario config::
 
 Every point's config is validated here, before anything runs, so a typo in one grid value
 fails the whole sweep up front with ``FILE:LINE: grid.KEY = VALUE: key.path: problem`` rather
-than after an hour of runs. Each point is identified by a hash of its resolved config, so the
-same config always lands in the same results folder (which is what makes resuming safe).
+than after an hour of runs. Each point is identified by a hash of its resolved config and of
+the content of every file it reads (the scenario fingerprint,
+:mod:`chironsim.experiments.fingerprint`), so the same scenario always lands in the same
+results folder, which is what makes resuming safe, and editing a trace reruns exactly the
+points that read it. Each distinct file is hashed once per sweep, however many points read it.
+
+Two grid points that are the same scenario are an error naming the spec line of the value
+that repeats it: they would be one run counted twice (two "seeds" with a zero-width interval).
+The size of every part of the spec and the number of points are bounded
+(:mod:`chironsim.experiments.spec_limits`) before anything is expanded.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +45,9 @@ from pydantic import Field, ValidationError
 from chironsim.config_base import StrictModel
 from chironsim.errors import ConfigError
 from chironsim.experiments.config import ScenarioConfig, validate_scenario
+from chironsim.experiments.fingerprint import config_json, file_digest
 from chironsim.experiments.messages import KeyPath, dotted
+from chironsim.experiments.spec_limits import MAX_POINTS, oversized_parts
 from chironsim.experiments.yaml_source import Locator, read_yaml, yaml_line
 from chironsim.metrics.summary import SUMMARY_SCHEMA
 from chironsim.metrics.tables import FLOAT, INT
@@ -64,7 +75,7 @@ class SweepSpec(StrictModel):
     base: str | dict[str, Any]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    replications: int | None = Field(None, ge=1)
+    replications: int | None = Field(None, ge=1, le=MAX_POINTS)
     metrics: tuple[str, ...] = DEFAULT_METRICS
 
 
@@ -80,11 +91,13 @@ class SpecSource:
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point: its coordinates (axis → value as shown in tables) and validated config."""
+    """One grid point: its coordinates (axis → value as shown in tables), validated config, id
+    and the SHA-256 of each file it reads (config key → digest), which the id covers."""
 
     coords: dict[str, Any]
     config: ScenarioConfig
     point_id: str
+    inputs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,9 @@ def parse_spec(data: Any, source: SpecSource | None = None) -> SweepSpec:
     if not isinstance(data, dict):
         kind = "nothing" if data is None else type(data).__name__
         raise ConfigError(f"{source.source}: expected a mapping of sweep keys, got {kind}")
+    too_big = oversized_parts(data)
+    if too_big:
+        raise where.report(too_big)
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as err:
@@ -157,6 +173,7 @@ def _spec_problems(spec: SweepSpec) -> list[tuple[KeyPath, str]]:
                              "cluster.pools.default.instances or workload.streams.0.rate_scale"))
         elif not values:
             problems.append((("grid", key), "has no values; give at least one or remove the key"))
+        problems += _repeated_values(key, values)
     if spec.replications is not None and SEED_AXIS in spec.grid:
         problems.append((("replications",), "give either replications or grid.seed, not both"))
     if VARIANT_AXIS in spec.grid:
@@ -180,6 +197,21 @@ def _spec_problems(spec: SweepSpec) -> list[tuple[KeyPath, str]]:
     return problems
 
 
+def _repeated_values(key: str, values: list[Any]) -> list[tuple[KeyPath, str]]:
+    """A value given twice on one axis: the same run would count as two points."""
+    first: dict[str, int] = {}
+    problems: list[tuple[KeyPath, str]] = []
+    for i, value in enumerate(values):
+        text = json.dumps(value, sort_keys=True, default=str)
+        if text in first:
+            problems.append((("grid", key, i), f"repeats entry {first[text]} ({_compact(value)}); "
+                             "each value of an axis must differ (for repeated runs of one "
+                             "scenario use replications or grid.seed)"))
+        else:
+            first[text] = i
+    return problems
+
+
 # ----------------------------------------------------------------------------- expansion
 
 
@@ -198,8 +230,11 @@ def expand(spec: SweepSpec, source: SpecSource | None = None) -> SweepPlan:
     source = source or SpecSource()
     base, base_dir, base_where = _load_base(spec, source)
     axes = _axes(spec, base)
+    _check_point_count(axes, source)
     problems: dict[str, None] = {}  # ordered set: many points share one bad value
     points: list[Point] = []
+    digests: dict[Path, str] = {}  # each input file hashed once per sweep
+    seen: dict[str, tuple[Any, ...]] = {}  # point id → the combo that made it first
     for combo in itertools.product(*axes):
         data = copy.deepcopy(base)
         try:
@@ -216,7 +251,16 @@ def expand(spec: SweepSpec, source: SpecSource | None = None) -> SweepPlan:
         except ConfigError as err:
             problems.update(dict.fromkeys(locator.lines or [str(err)]))
             continue
-        points.append(Point(coords, config, point_id(config)))
+        try:
+            pid, inputs = point_identity(config, base_dir, digests)
+        except ConfigError as err:
+            problems[f"{locator.source}: {err}"] = None
+            continue
+        if pid in seen:
+            problems[_duplicate_point(source, seen[pid], combo)] = None
+            continue
+        seen[pid] = combo
+        points.append(Point(coords, config, pid, inputs))
     if problems:
         lines = list(problems)
         if len(lines) == 1:
@@ -226,10 +270,48 @@ def expand(spec: SweepSpec, source: SpecSource | None = None) -> SweepPlan:
     return SweepPlan(spec, source, tuple(a[0].axis for a in axes), tuple(points), base_dir)
 
 
-def point_id(config: ScenarioConfig) -> str:
-    """Short hash of the canonical JSON of a resolved config: same config, same id."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:POINT_ID_HEX]
+def point_identity(config: ScenarioConfig, base_dir: Path,
+                   digests: dict[Path, str] | None = None) -> tuple[str, dict[str, str]]:
+    """A point's id and input digests: the scenario fingerprint, shortened.
+
+    The id equals ``scenario_fingerprint(config, base_dir)[:16]``: a hash of the canonical
+    config JSON and of each input file's SHA-256. ``digests`` (resolved path → SHA-256) is the
+    sweep's cache, so a trace read by a hundred points is hashed once.
+    """
+    from chironsim.workload.build import workload_files
+
+    cache = {} if digests is None else digests
+    inputs: dict[str, str] = {}
+    for key, path, *_ in workload_files(config.workload, base_dir):
+        resolved = path.resolve()
+        if resolved not in cache:
+            cache[resolved] = file_digest(resolved)
+        inputs[key] = cache[resolved]
+    payload = {"config": config_json(config), "inputs": inputs}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:POINT_ID_HEX], inputs
+
+
+def _check_point_count(axes: list[list[_Assignment]], source: SpecSource) -> None:
+    count = math.prod(len(axis) for axis in axes)
+    if count > MAX_POINTS:
+        sizes = " × ".join(f"{len(axis)} {axis[0].axis}" for axis in axes)
+        raise ConfigError(f"{_spec_line(source, ('grid',))}: the sweep has {count:,} grid points "
+                          f"({sizes}); at most {MAX_POINTS:,} are allowed, each is a run")
+
+
+def _duplicate_point(source: SpecSource, first: Sequence[_Assignment],
+                     again: Sequence[_Assignment]) -> str:
+    """Where a point that repeats an earlier one's scenario comes from, and which one it repeats."""
+    differ = [b for a, b in zip(first, again) if a is not b]
+    where = _spec_line(source, differ[0].spec_path) if differ else source.source
+
+    def show(combo: Sequence[_Assignment]) -> str:
+        return ", ".join(f"{a.axis}={_compact(a.label)}" for a in combo)
+
+    return (f"{where}: grid point ({show(again)}) is the same scenario as ({show(first)}); "
+            "each point must be a different run (remove one of the values, or use "
+            "replications for repeated runs)")
 
 
 def _load_base(spec: SweepSpec, source: SpecSource) -> tuple[dict[str, Any], Path, Locator]:
@@ -246,7 +328,11 @@ def _load_base(spec: SweepSpec, source: SpecSource) -> tuple[dict[str, Any], Pat
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data, path.parent, Locator(str(path), root)
+    where = Locator(str(path), root)
+    too_big = oversized_parts(data, "scenario")
+    if too_big:
+        raise where.report(too_big)
+    return data, path.parent, where
 
 
 def _axes(spec: SweepSpec, base: dict[str, Any]) -> list[list[_Assignment]]:

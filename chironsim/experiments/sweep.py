@@ -10,8 +10,10 @@ A sweep folder ``OUT/`` holds::
 
 Running the same sweep again skips every point whose folder is complete and retries the
 failed ones, so an interrupted sweep (Ctrl-C, a killed job, a lost node) resumes where it
-stopped. The point id is a hash of the resolved config, so editing the spec only runs the
-points that are new.
+stopped. The point id is a hash of the resolved config and of the files it reads, so editing
+the spec or a trace only runs the points that are new. Before a folder is reused it is checked
+(manifest, table sizes, Parquet footers, its summary read): a damaged one is reported, removed
+and run again rather than crashing the sweep or being reused forever.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,12 @@ from chironsim.experiments.spec import (
     load_spec,
     parse_spec,
 )
-from chironsim.metrics.store import MANIFEST, is_result_dir
+from chironsim.metrics.atomic import (
+    remove_stale_temporaries,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from chironsim.metrics.store import read_manifest, read_table, result_dir_problem
 from chironsim.metrics.summary import SUMMARY_SCHEMA
 from chironsim.metrics.tables import INT
 
@@ -53,11 +59,13 @@ FAILED, SKIPPED = "failed", "skipped"
 
 @dataclass(eq=False)
 class SweepResult:
-    """A sweep's two tables (see the module docstring) and its folder."""
+    """A sweep's two tables (see the module docstring) and its folder; ``damaged`` maps each
+    point whose earlier result folder was found damaged (and was run again) to the reason."""
 
     runs: pd.DataFrame
     summary: pd.DataFrame
     out_dir: Path
+    damaged: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> pd.DataFrame:
@@ -106,16 +114,17 @@ def run_sweep(
     _check_sweep_dir(out)
     runs = out / RUNS
     runs.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out)
-    _remove_leftovers(runs)
-    _write_text_atomic(out / SPEC_FILE, _spec_text(plan))
+    # This sweep is the folder's only writer: every temporary whose process is gone is litter.
+    remove_stale_temporaries(out, untagged=True)
+    remove_stale_temporaries(runs, untagged=True)
+    write_text_atomic(out / SPEC_FILE, _spec_text(plan))
 
-    tasks: dict[str, Task] = {}
-    for point in plan.points:
-        tasks.setdefault(point.point_id, Task(point.config.model_dump(mode="json"),
-                                              str(plan.base_dir.resolve()), str(out.resolve()),
-                                              point.point_id, _jsonable(point.coords)))
-    resumed = {pid for pid in tasks if is_result_dir(run_dir(out, pid))}
+    tasks = {point.point_id: Task(point.config.model_dump(mode="json"),
+                                  str(plan.base_dir.resolve()), str(out.resolve()),
+                                  point.point_id, _jsonable(point.coords), dict(point.inputs))
+             for point in plan.points}
+    finished, damaged = _reusable_runs(out, tasks)
+    resumed = set(finished)
     todo = [t for pid, t in tasks.items() if pid not in resumed]
     outcomes: dict[str, dict[str, Any]] = {}
     bar = _progress_bar(plan.spec.name, len(tasks), len(resumed), progress)
@@ -125,12 +134,38 @@ def run_sweep(
             if bar is not None:
                 bar.update(1)
     except KeyboardInterrupt:
-        _write_tables(plan, out, resumed, outcomes)
+        _write_tables(plan, out, resumed, outcomes, finished)
         raise
     finally:
         if bar is not None:
             bar.close()
-    return _write_tables(plan, out, resumed, outcomes)
+    result = _write_tables(plan, out, resumed, outcomes, finished)
+    result.damaged.update(damaged)
+    return result
+
+
+def _reusable_runs(out: Path, tasks: Mapping[str, Task]) -> tuple[dict[str, _Run], dict[str, str]]:
+    """The intact finished runs (point id → summary and wall time), and the damaged ones.
+
+    A damaged folder (truncated table, unreadable manifest, another point's results) is
+    reported on stderr and removed, so that its point runs again like one never run.
+    """
+    finished: dict[str, _Run] = {}
+    damaged: dict[str, str] = {}
+    for pid in tasks:
+        folder = run_dir(out, pid)
+        if not folder.exists():
+            continue
+        try:
+            finished[pid] = _read_run(folder, pid)
+        except _Damaged as err:
+            damaged[pid] = str(err)
+            print(f"warning: {folder}: {err}; running this point again", file=sys.stderr)
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder)
+            else:
+                folder.unlink()
+    return finished, damaged
 
 
 def load_sweep(out_dir: str | os.PathLike[str]) -> SweepResult:
@@ -146,17 +181,20 @@ def load_sweep(out_dir: str | os.PathLike[str]) -> SweepResult:
 
 
 def runs_table(plan: SweepPlan, out: Path, resumed: set[str],
-               outcomes: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+               outcomes: Mapping[str, Mapping[str, Any]],
+               finished: Mapping[str, _Run] | None = None) -> pd.DataFrame:
     """One row per point × request class of its summary; one row with no class if not ok.
 
     ``status`` is ``ok`` (a complete result folder: run now or ``resumed``), ``failed`` (raised
     in this invocation; ``error`` says why) or ``skipped`` (not run: the sweep was interrupted).
+    ``finished`` holds the runs already read (the checked resumed ones); the others are read
+    from their folders, and one that cannot be read counts as failed (it is rerun next time).
     """
     axes = list(plan.axes)
     extra = [] if SEED_AXIS in axes else [SEED_AXIS]
     summary_cols = [name for name, _ in SUMMARY_SCHEMA if name != "request_class"]
     rows: list[dict[str, Any]] = []
-    cache: dict[str, tuple[pd.DataFrame, float]] = {}
+    cache: dict[str, _Run] = dict(finished or {})
     for point in plan.points:
         pid = point.point_id
         head = {"point_id": pid, "status": SKIPPED, "resumed": pid in resumed, "error": None,
@@ -166,11 +204,15 @@ def runs_table(plan: SweepPlan, out: Path, resumed: set[str],
         if outcome.get("status") == FAILED:
             rows.append({**head, "status": FAILED, "error": outcome.get("error")})
             continue
-        if not is_result_dir(folder):
-            rows.append(head)
-            continue
         if pid not in cache:
-            cache[pid] = _read_run(folder)
+            if not folder.exists():
+                rows.append(head)
+                continue
+            try:
+                cache[pid] = _read_run(folder, pid)
+            except _Damaged as err:
+                rows.append({**head, "status": FAILED, "error": f"damaged result folder: {err}"})
+                continue
         summary, wall = cache[pid]
         for _, srow in summary.iterrows():
             rows.append({**head, "status": OK, "wall_seconds": wall,
@@ -192,10 +234,31 @@ def runs_table(plan: SweepPlan, out: Path, resumed: set[str],
     return table
 
 
-def _read_run(folder: Path) -> tuple[pd.DataFrame, float]:
-    with open(folder / MANIFEST, encoding="utf-8") as fh:
-        manifest = json.load(fh)
-    return pd.read_parquet(folder / "summary.parquet"), float(manifest.get("wall_seconds", "nan"))
+#: What a finished run contributes to the tables: its summary and wall time.
+_Run = tuple[pd.DataFrame, float]
+
+
+class _Damaged(Exception):
+    """A point's result folder exists but cannot be used; the message says why."""
+
+
+def _read_run(folder: Path, pid: str) -> _Run:
+    """The summary and wall time of an intact result folder of point ``pid``, or _Damaged."""
+    problem = result_dir_problem(folder)
+    if problem is not None:
+        raise _Damaged(problem)
+    try:
+        manifest = read_manifest(folder)
+        summary = read_table(folder, "summary", manifest.get("files"))
+    except ChironError as err:
+        raise _Damaged(str(err).removeprefix(f"{folder}").lstrip("/: ")) from None
+    if manifest.get("point_id", pid) != pid:
+        raise _Damaged(f"it holds the results of point {manifest.get('point_id')!r}")
+    try:
+        wall = float(manifest.get("wall_seconds", "nan"))
+    except (TypeError, ValueError):
+        raise _Damaged("its manifest has no valid wall_seconds") from None
+    return summary, wall
 
 
 def _axis_column(values: list[Any], column: pd.Series) -> pd.Series:
@@ -210,11 +273,12 @@ def _axis_column(values: list[Any], column: pd.Series) -> pd.Series:
 
 
 def _write_tables(plan: SweepPlan, out: Path, resumed: set[str],
-                  outcomes: Mapping[str, Mapping[str, Any]]) -> SweepResult:
-    runs = runs_table(plan, out, resumed, outcomes)
+                  outcomes: Mapping[str, Mapping[str, Any]],
+                  finished: Mapping[str, _Run]) -> SweepResult:
+    runs = runs_table(plan, out, resumed, outcomes, finished)
     summary = summarize_sweep(runs, plan.axes, plan.metrics)
-    _write_parquet_atomic(runs, out / RUNS_TABLE)
-    _write_parquet_atomic(summary, out / SUMMARY_TABLE)
+    write_parquet_atomic(runs, out / RUNS_TABLE)
+    write_parquet_atomic(summary, out / SUMMARY_TABLE)
     return load_sweep(out)  # what is on disk, with its dtypes, so both ways give equal frames
 
 
@@ -235,20 +299,6 @@ def _check_sweep_dir(out: Path) -> None:
                           "refusing to write into it")
 
 
-def _remove_leftovers(folder: Path) -> None:
-    """Delete hidden temporaries an interrupted writer left (``.ID.tmp-*``, ``.ID.old-*``).
-
-    They are never taken for results: a result folder only appears under its real name once
-    complete. Only one sweep may write to a folder at a time.
-    """
-    for entry in folder.glob(".*"):
-        if ".tmp-" in entry.name or ".old-" in entry.name:
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-
-
 def _spec_text(plan: SweepPlan) -> str:
     if plan.source.text is not None:
         return plan.source.text
@@ -257,39 +307,6 @@ def _spec_text(plan: SweepPlan) -> str:
 
 def _jsonable(coords: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(coords), default=str))
-
-
-def _umask_mode() -> int:
-    """Mode of an ordinary new file (mkstemp makes 0600, too strict for shared results)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, engine="pyarrow", index=False)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _progress_bar(name: str, total: int, done: int, enabled: bool) -> Any:

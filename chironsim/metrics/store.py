@@ -129,20 +129,24 @@ def load_tables(path: str | os.PathLike[str]) -> tuple[dict[str, pd.DataFrame], 
         raise ChironError(f"{p}: not a chironsim result folder (no {MANIFEST})")
     manifest = read_manifest(p)
     sizes = manifest.pop(FILES_KEY, None)
-    tables = {}
-    for name in TABLES:
-        file = _table_path(p, name)
-        if file is None:
-            raise ChironError(f"{p}: result folder lacks the {name} table")
-        problem = _size_problem(file, sizes)
-        if problem:
-            raise ChironError(f"{file}: {problem}")
-        try:
-            tables[name] = _read_table(file, SCHEMAS[name], name)
-        except READ_ERRORS as err:
-            raise ChironError(f"{file}: cannot read the {name} table ({_first_line(err)}); "
-                              "the result folder is damaged, run it again") from None
-    return tables, manifest
+    return {name: read_table(p, name, sizes) for name in TABLES}, manifest
+
+
+def read_table(folder: Path, name: str, sizes: object = None) -> pd.DataFrame:
+    """One table of a result folder with its schema's dtypes; ``sizes`` is the manifest's
+    ``files`` record, if at hand. A missing, truncated or unreadable table raises ChironError
+    naming the file."""
+    file = _table_path(folder, name)
+    if file is None:
+        raise ChironError(f"{folder}: result folder lacks the {name} table")
+    problem = _size_problem(file, sizes)
+    if problem:
+        raise ChironError(f"{file}: {problem}")
+    try:
+        return _read_table(file, SCHEMAS[name], name)
+    except READ_ERRORS as err:
+        raise ChironError(f"{file}: cannot read the {name} table ({_first_line(err)}); "
+                          "the result folder is damaged, run it again") from None
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
