@@ -189,7 +189,9 @@ def test_malformed_regression_file_is_exit_2(tail: str, message: str, tmp_path: 
     ("scenario: missing.yaml\n", r"bad\.yaml:1: scenario: scenario file .*missing\.yaml not found"),
     ("scenario: 3\n", r"bad\.yaml:1: scenario: must be a path to a scenario YAML"),
     ("description: no scenario\n", r"bad\.yaml: scenario: missing: name a scenario YAML"),
-    ("scenario: [unclosed\n", r"bad\.yaml:2: not valid YAML"),
+    # Line 1 opens the bracket, line 2 ends the file: which one the YAML reader names is pinned
+    # by its own tests (issue 8 moves it to the opening line); here, that it names one.
+    ("scenario: [unclosed\n", r"bad\.yaml:[12]: not valid YAML"),
     ("- a list\n", r"bad\.yaml: expected a mapping"),
     ("scenario: ../quickstart.yaml\nset:\n  policy.kind: magic\n",
      r"bad\.yaml: its scenario does not validate: .*policy\.kind.*unknown kind 'magic'"),
@@ -354,7 +356,8 @@ def test_unpinned_baseline_is_refused(pinned_tiny: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize(("old", "new", "fragment"), [
-    ("scenario_fingerprint: ", "scenario_fingerprint: 0", "pinned.scenario_fingerprint: must be a SHA-256"),
+    ("scenario_fingerprint: ", "scenario_fingerprint: 0",
+     "pinned.scenario_fingerprint: must be a SHA-256"),
     ("  seal: ", "  sealed: ", "pinned.sealed: Extra inputs"),
     ("\npinned:\n", "\npinned: 3\nunused:\n", None),
 ])

@@ -374,7 +374,8 @@ def check(
                 echo(f"{r.regression.name}: the scenario (config or input files) changed since "
                      "the baseline was recorded, so its numbers no longer measure it:")
                 echo("\n".join(f"  {change}" for change in r.scenario_changes))
-                echo(f"  if that is intended, record it deliberately: {r.regression.update_command}")
+                echo("  if that is intended, record it deliberately: "
+                     f"{r.regression.update_command}")
                 echo("")
         echo(f"{len(failed)} of {len(results)} scenarios regressed. If the change is intended, "
              f"accept it with: chironsim check {path} --update")

@@ -51,6 +51,10 @@ _SHORT = 16
 _HEX64 = r"^[0-9a-f]{64}$"
 _HEX16 = rf"^[0-9a-f]{{{_SHORT}}}$"
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_HEADER = """\
+# Recorded by `chironsim check --update`; do not edit. `chironsim check` fails
+# when the scenario (its config or an input file) or the pinned metric set has
+# changed since; after a deliberate change, run `chironsim check FILE --update`."""
 #: A problem with a regression file: (key path, message), as check.py reports them.
 Problem = tuple[tuple, str]
 
@@ -113,9 +117,7 @@ def render(pin: Pin, comment: bool) -> str:
     """The ``pinned:`` block as YAML text (no trailing newline); ``comment`` adds the header."""
     lines = []
     if comment:
-        lines += ["# Recorded by `chironsim check --update`; do not edit. `chironsim check` fails",
-                  "# when the scenario (its config or an input file) or the pinned metric set has",
-                  "# changed since; after a deliberate change, run `chironsim check FILE --update`."]
+        lines += _HEADER.splitlines()
     lines += [f"{PIN_KEY}:", f"  scenario_fingerprint: {pin.scenario_fingerprint}"]
     for name, digests in (("config", pin.config), ("inputs", pin.inputs)):
         if not digests:
@@ -145,6 +147,8 @@ def parse(raw: Any, update: str) -> tuple[Pin | None, list[Problem]]:
                 msg = "must be a SHA-256 hex digest as --update writes it"
             elif error["type"] == "missing":
                 msg = "missing (the record is incomplete)"
+            elif error["type"] in ("dict_type", "model_type", "list_type", "string_type"):
+                msg = "not what --update writes (the record was edited by hand)"
             else:
                 msg = error["msg"]
             problems.append((loc, f"{msg}; record it again with '{update}'"))
