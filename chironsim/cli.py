@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from chironsim.errors import ChironError
+from chironsim.limits import MAX_SEED
 
 EXIT_USER_ERROR = 2
 
@@ -73,8 +74,9 @@ def _check_out_dir(out: Path) -> None:
         raise ChironError(f"{out}: cannot create the results folder, {existing} is a file")
 
 
-def int_at_least(minimum: int):
-    """An argparse type for whole numbers ≥ ``minimum``, with a message a person can act on."""
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse type for whole numbers in [``minimum``, ``maximum``], with a message a
+    person can act on."""
 
     def parse(text: str) -> int:
         try:
@@ -83,6 +85,8 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
@@ -129,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config key (dotted path), e.g. cluster.pools.default.instances=8")
     p_run.add_argument("--out", help="results folder (default results/<name>)")
-    p_run.add_argument("--seed", type=int_at_least(0), help="random seed (overrides the config's)")
+    p_run.add_argument("--seed", type=int_at_least(0, MAX_SEED),
+                       help="random seed (overrides the config's)")
     p_run.add_argument("--format", choices=["parquet", "csv"], help="table format")
     p_run.add_argument("--no-plots", action="store_true", help="skip the standard figures")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")

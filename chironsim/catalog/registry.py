@@ -43,10 +43,18 @@ def _gpu_from_entry(entry: dict[str, Any]) -> GPU:
         memory_bytes=int(round(float(entry["memory_gib"]) * _GIB)),
         link_bytes_per_s=float(entry["link_gb_per_s"]) * 1e9,
         host_link_bytes_per_s=float(entry["host_link_gb_per_s"]) * 1e9,
+        gpus_per_node=_positive_int(entry["gpus_per_node"], "gpus_per_node"),
         price_per_gpu_hour=float(entry["price_usd_per_gpu_hour"]),
         price_source=str(entry["price_source"]),
         source=str(entry["source"]),
+        node_source=str(entry["node_source"]),
     )
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive whole number, got {value!r}")
+    return value
 
 
 def _model_from_entry(entry: dict[str, Any]) -> Model:

@@ -22,9 +22,11 @@ class GPU:
     memory_bytes: int
     link_bytes_per_s: float
     host_link_bytes_per_s: float
+    gpus_per_node: int
     price_per_gpu_hour: float
     price_source: str
     source: str
+    node_source: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,14 @@ class Model:
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         """K and V for one token across all layers: 2 x layers x kv_heads x head_dim x bytes."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * dtype_bytes
+
+    def tp_degrees(self, most: int) -> list[int]:
+        """Tensor-parallel degrees up to ``most`` that vLLM can shard this model over: ``tp``
+        must divide the attention heads, and the KV heads must split evenly (kv_heads % tp ==
+        0) or be replicated evenly (tp % kv_heads == 0)."""
+        return [tp for tp in range(1, most + 1)
+                if self.num_heads % tp == 0
+                and (self.num_kv_heads % tp == 0 or tp % self.num_kv_heads == 0)]
 
     def kv_heads_per_gpu(self, tp: int) -> int:
         """KV heads each of `tp` GPUs holds; heads are replicated when tp exceeds their number."""

@@ -15,58 +15,62 @@ This module holds what a scenario *is*; reading YAML with line numbers is
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from chironsim.catalog import get_gpu, get_model
-from chironsim.config_base import StrictModel
+from chironsim.config_base import ConfigModel, check_result_name, limited
 from chironsim.errors import ChironError, ConfigError
+from chironsim.experiments.feasibility import feasibility_problems
 from chironsim.experiments.messages import KeyPath, describe, did_you_mean, dotted
 from chironsim.experiments.yaml_source import Locator, read_yaml
+from chironsim.limits import MAX_SEED, MAX_TIME_S, MIN_SAMPLE_INTERVAL_S
 from chironsim.metrics.slo import RequestClassSpec
-from chironsim.perf.memory import kv_capacity_blocks
 from chironsim.policies.registry import PolicyConfig
 from chironsim.policies.static import StaticPolicyConfig
 from chironsim.sim.config import ClusterConfig
 from chironsim.workload.config import WorkloadConfig
 
-_GIB = 2**30
+Seed = limited(int, MAX_SEED, "", ge=0)
+WindowSeconds = limited(float, MAX_TIME_S, "s", ge=0)
+SampleInterval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_SAMPLE_INTERVAL_S)
 # Validation context flag: cross references are then checked by parse_config, which can
 # point at the offending key, instead of by the model validator, which can only say "<root>".
 _DEFER_CROSS_REFERENCES = "defer_cross_references"
 
 
-class OutputConfig(StrictModel):
+class OutputConfig(ConfigModel):
     """What the CLI writes besides the tables."""
 
     format: Literal["parquet", "csv"] = "parquet"
     plots: bool = True
 
 
-class ScenarioConfig(StrictModel):
+class ScenarioConfig(ConfigModel):
     """One simulated scenario: traffic, cluster, policy and the observation window."""
 
-    name: str = "scenario"
-    seed: int = Field(0, ge=0)
-    duration_s: float | None = Field(
-        None, gt=0, allow_inf_nan=False,
-        description="observation window: arrivals at or after it are dropped and instances "
+    name: str = Field("scenario", description="results folder name: results/<name>")
+    seed: Seed = 0
+    duration_s: limited(float, MAX_TIME_S, "s", gt=0) | None = Field(
+        None, description="observation window: arrivals at or after it are dropped and instances "
         "are billed at least until it; None = until the workload ends")
-    drain_s: float = Field(600.0, ge=0, allow_inf_nan=False,
-                           description="time after the window (or last arrival) for in-flight "
-                           "requests to finish; the rest are 'unfinished'")
-    sample_interval_s: float = Field(1.0, gt=0, allow_inf_nan=False,
-                                     description="timeseries sampling period")
+    drain_s: WindowSeconds = Field(600.0, description="time after the window (or last arrival) "
+                                   "for in-flight requests to finish; the rest are 'unfinished'")
+    sample_interval_s: SampleInterval = Field(1.0, description="timeseries sampling period")
     classes: dict[str, RequestClassSpec] = Field(
         default_factory=lambda: {"default": RequestClassSpec()})
     workload: WorkloadConfig
     cluster: ClusterConfig = ClusterConfig()
     policy: PolicyConfig = StaticPolicyConfig(kind="static")
     output: OutputConfig = OutputConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        return check_result_name(name)
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> "ScenarioConfig":
@@ -186,7 +190,7 @@ def validate_scenario(data: Any, where: Locator, base_dir: Path | None) -> Scena
         config = ScenarioConfig.model_validate(data, context={_DEFER_CROSS_REFERENCES: True})
     except ValidationError as err:
         raise where.report([describe(e, ScenarioConfig) for e in err.errors()]) from None
-    problems = cross_reference_problems(config) + _hardware_problems(config.cluster)
+    problems = cross_reference_problems(config) + feasibility_problems(config)
     if problems:
         raise where.report(problems)
     if base_dir is not None:
@@ -197,39 +201,6 @@ def validate_scenario(data: Any, where: Locator, base_dir: Path | None) -> Scena
         except ChironError as err:
             raise ConfigError(f"{where.source}: {err}") from None
     return config
-
-
-def _hardware_problems(cluster: ClusterConfig) -> list[tuple[KeyPath, str]]:
-    """Unknown GPU or model names, and pools whose model leaves no room for a KV block.
-
-    The fit check is the one the cluster makes when it builds the pool (same engine settings),
-    done here so that it fails before the run rather than when the simulation starts.
-    """
-    problems: list[tuple[KeyPath, str]] = []
-
-    def look_up(get: Callable[[str], Any], name: str, key: KeyPath) -> Any:
-        try:
-            return get(name)
-        except ChironError as err:
-            problems.append((key, str(err)))
-            return None
-
-    default_gpu = look_up(get_gpu, cluster.gpu, ("cluster", "gpu"))
-    default_model = look_up(get_model, cluster.model, ("cluster", "model"))
-    for name, pool in cluster.pools.items():
-        key: KeyPath = ("cluster", "pools", name)
-        gpu = look_up(get_gpu, pool.gpu, (*key, "gpu")) if pool.gpu else default_gpu
-        model = look_up(get_model, pool.model, (*key, "model")) if pool.model else default_model
-        if gpu is None or model is None:
-            continue
-        engine = pool.engine or cluster.engine
-        reserve = None if engine.activation_reserve_gb is None else int(engine.activation_reserve_gb * _GIB)
-        try:
-            kv_capacity_blocks(model, gpu, pool.tp, engine.gpu_memory_utilization,
-                               engine.block_size, reserve)
-        except ChironError as err:
-            problems.append((key, str(err)))
-    return problems
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[ScenarioConfig, Path]:
@@ -243,8 +214,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[S
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    overrides = overrides or []
-    data = apply_overrides(data, overrides)
-    set_keys = {dotted(_typed(_split_key(item.split("=", 1)[0].strip(), item))): item
-                for item in overrides}
+    set_keys: dict[str, str] = {}
+    for item in overrides or []:
+        if "=" in item:
+            parts = _split_key(item.split("=", 1)[0].strip(), item)
+            set_keys[dotted(_typed(_replaced_prefix(data, parts)))] = item
+        data = apply_overrides(data, [item])
     return validate_scenario(data, Locator(str(path), root, set_keys), path.parent), path.parent
+
+
+def _replaced_prefix(data: Any, parts: list[str]) -> list[str]:
+    """The part of a ``--set`` key whose value it replaces: the whole key, or the first key
+    on the way whose value is missing or not a mapping/list (``apply_overrides`` puts a new
+    mapping there), so that problems with that new value are blamed on the ``--set``."""
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                return parts  # apply_overrides rejects it, naming the --set
+            node = node[int(part)]
+        elif isinstance(node, dict) and isinstance(node.get(part), (dict, list)):
+            node = node[part]
+        else:
+            return parts[:depth + 1]
+    return parts

@@ -6,10 +6,11 @@ import math
 
 from pydantic import Field
 
-from chironsim.config_base import StrictModel
+from chironsim.config_base import ConfigModel, limited
+from chironsim.limits import MAX_PRIORITY
 
 
-class SLOSpec(StrictModel):
+class SLOSpec(ConfigModel):
     """Bounds a request of one class must meet; a bound left unset is not checked.
 
     A request meets its SLO only if it finished and every set bound holds. ``deadline: true``
@@ -23,10 +24,10 @@ class SLOSpec(StrictModel):
     deadline: bool = Field(default=False, description="require finishing by the request's deadline")
 
 
-class RequestClassSpec(StrictModel):
+class RequestClassSpec(ConfigModel):
     """A named class of requests: its scheduling priority (lower is served first) and its SLO."""
 
-    priority: int = 0
+    priority: limited(int, MAX_PRIORITY, "", ge=-MAX_PRIORITY) = 0
     slo: SLOSpec = SLOSpec()
 
 

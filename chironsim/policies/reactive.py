@@ -42,13 +42,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from chironsim.config_base import StrictModel
+from chironsim.config_base import ConfigModel, limited
 from chironsim.errors import UnknownNameError
+from chironsim.limits import MAX_INSTANCES, MAX_TIME_S, MIN_POLICY_INTERVAL_S
 from chironsim.policies.actions import ScaleTo
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.observation import READY, ClusterView, PoolView
@@ -62,8 +64,12 @@ _FRACTION_METRICS = ("utilization", "kv_utilization")
 # Guards ceil() against float noise: ceil(2 × 1.5000000001) must stay 3, not become 4.
 _CEIL_SLACK = 1e-9
 
+# Bounded number types (chironsim.limits says why each bound is what it is).
+Interval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_POLICY_INTERVAL_S)
+Window = limited(float, MAX_TIME_S, "s", ge=0)
 
-class ReactivePolicyConfig(StrictModel):
+
+class ReactivePolicyConfig(ConfigModel):
     """``policy: {kind: reactive, metric: utilization, target: 0.7, ...}``."""
 
     kind: Literal["reactive"] = "reactive"
@@ -74,13 +80,13 @@ class ReactivePolicyConfig(StrictModel):
     metric: ReactiveMetric = "utilization"
     target: float = Field(gt=0, allow_inf_nan=False)
     tolerance: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False)
-    interval_s: float = Field(15.0, gt=0, allow_inf_nan=False)
-    scale_up_stabilization_s: float = Field(0.0, ge=0, allow_inf_nan=False)
-    scale_down_stabilization_s: float = Field(300.0, ge=0, allow_inf_nan=False)
-    cooldown_s: float = Field(60.0, ge=0, allow_inf_nan=False)
-    min_instances: int = Field(1, ge=0)
-    max_instances: int = Field(64, ge=1)
-    max_step: int | None = Field(None, ge=1)
+    interval_s: Interval = 15.0
+    scale_up_stabilization_s: Window = 0.0
+    scale_down_stabilization_s: Window = 300.0
+    cooldown_s: Window = 60.0
+    min_instances: limited(int, MAX_INSTANCES, "instances", ge=0) = 1
+    max_instances: limited(int, MAX_INSTANCES, "instances", ge=1) = 64
+    max_step: limited(int, MAX_INSTANCES, "instances", ge=1) | None = None
 
     @field_validator("pools")
     @classmethod
@@ -108,6 +114,15 @@ class ReactivePolicyConfig(StrictModel):
                 "which is a fraction of capacity"
             )
         return self
+
+    def tick_intervals(self) -> dict[str, float]:
+        """Controller periods by config key: the scenario bounds the ticks a run makes."""
+        return {"interval_s": self.interval_s}
+
+    def growable_pools(self, pools: Collection[str]) -> set[str]:
+        """Pools this policy can add instances to: the ones it scales, even from zero (an
+        empty pool with queued requests is woken, as KEDA does)."""
+        return set(pools if self.pools is None else self.pools)
 
 
 def measure(pool: PoolView, metric: ReactiveMetric) -> float | None:

@@ -10,47 +10,67 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from chironsim.config_base import StrictModel
+from chironsim.config_base import ConfigModel, limited
+from chironsim.limits import (
+    MAX_BANDWIDTH_GBPS,
+    MAX_BLOCK_SIZE,
+    MAX_INSTANCES,
+    MAX_LIFECYCLE_S,
+    MAX_MEMORY_GIB,
+    MAX_NUM_SEQS,
+    MAX_TOKENS,
+    MIN_BANDWIDTH_GBPS,
+)
+
+# Bounded number types (see chironsim.limits for why each bound is what it is).
+Instances = limited(int, MAX_INSTANCES, "instances", ge=0)
+Sequences = limited(int, MAX_NUM_SEQS, "sequences", ge=1)
+Tokens = limited(int, MAX_TOKENS, "tokens", ge=1)
+BlockTokens = limited(int, MAX_BLOCK_SIZE, "tokens", ge=1)
+MemoryGiB = limited(float, MAX_MEMORY_GIB, "GiB", ge=0)
+LifecycleSeconds = limited(float, MAX_LIFECYCLE_S, "s", ge=0)
+Bandwidth = limited(float, MAX_BANDWIDTH_GBPS, "GB/s", gt=0, floor=MIN_BANDWIDTH_GBPS)
 
 
-class EngineConfig(StrictModel):
+class EngineConfig(ConfigModel):
     """Knobs of one serving engine (vLLM-style continuous batching with chunked prefill)."""
 
-    max_num_seqs: int = Field(256, ge=1, description="most sequences in one batch")
-    max_num_batched_tokens: int = Field(8192, ge=1, description="token budget per iteration")
-    block_size: int = Field(16, ge=1, description="tokens per KV block")
+    max_num_seqs: Sequences = Field(256, description="most sequences in one batch")
+    max_num_batched_tokens: Tokens = Field(8192, description="token budget per iteration")
+    block_size: BlockTokens = Field(16, description="tokens per KV block")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     watermark: float = Field(0.01, ge=0, lt=1, description="fraction of KV blocks admissions leave free")
     preemption_mode: Literal["recompute", "swap"] = "recompute"
-    swap_space_gb: float = Field(16.0, ge=0, description="host memory for swapped KV per GPU (GiB)")
-    activation_reserve_gb: float | None = Field(
-        None, ge=0, description="GPU memory kept for activations; None = the perf model's default"
+    swap_space_gb: MemoryGiB = Field(16.0, description="host memory for swapped KV per GPU (GiB)")
+    activation_reserve_gb: MemoryGiB | None = Field(
+        None, description="GPU memory kept for activations; None = the perf model's default"
     )
     fast_forward: bool = Field(
         True, description="advance runs of identical decode iterations in one step (exact)"
     )
 
 
-class LifecycleConfig(StrictModel):
+class LifecycleConfig(ConfigModel):
     """Cold-start model: node acquisition, then weights at a shared store bandwidth, then start-up."""
 
-    provision_s: float = Field(30.0, ge=0, description="time to acquire a node (s)")
-    load_bandwidth_gbps: float = Field(
-        2.0, gt=0, description="weight store bandwidth (GB/s), shared by instances loading at once"
+    provision_s: LifecycleSeconds = Field(30.0, description="time to acquire a node (s)")
+    load_bandwidth_gbps: Bandwidth = Field(
+        2.0, description="weight store bandwidth (GB/s), shared by instances loading at once"
     )
-    engine_startup_s: float = Field(10.0, ge=0, description="engine start-up after weights load (s)")
+    engine_startup_s: LifecycleSeconds = Field(10.0, description="engine start-up after weights load (s)")
 
 
-class PoolConfig(StrictModel):
+class PoolConfig(ConfigModel):
     """One pool of identical instances."""
 
-    instances: int = Field(1, ge=0, description="instances at time 0 (warm, already ready)")
+    instances: Instances = Field(1, description="instances at time 0 (warm, already ready)")
     tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per instance)")
     gpu: str | None = Field(None, description="GPU name; default the cluster's")
     model: str | None = Field(None, description="model name; default the cluster's")
     classes: list[str] | None = Field(None, description="request classes this pool serves; None = all")
-    min_instances: int = Field(0, ge=0)
-    max_instances: int = Field(1_000_000, ge=0)
+    min_instances: Instances = 0
+    max_instances: Instances = Field(
+        MAX_INSTANCES, description="most instances the pool may hold (default: the cap per pool)")
     engine: EngineConfig | None = None
     evict_lower_priority: bool = Field(
         False, description="when a higher-priority request cannot be admitted, evict running "
@@ -67,15 +87,15 @@ class PoolConfig(StrictModel):
         return self
 
 
-class ClusterConfig(StrictModel):
+class ClusterConfig(ConfigModel):
     """The cluster: default model, GPU and engine, and its named pools."""
 
     model: str = "llama-3-8b"
     gpu: str = "h100-sxm"
     engine: EngineConfig = EngineConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
-    kv_transfer_gbps: float = Field(
-        12.5, gt=0, description="bandwidth (GB/s) for moving saved KV between instances "
+    kv_transfer_gbps: Bandwidth = Field(
+        12.5, description="bandwidth (GB/s) for moving saved KV between instances "
         "(an evicted request resumed elsewhere)")
     pools: dict[str, PoolConfig] = Field(default_factory=lambda: {"default": PoolConfig()})
 

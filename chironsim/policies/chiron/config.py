@@ -7,18 +7,26 @@ says where its default comes from, and "reconstruction" marks the ones that are 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from chironsim.config_base import StrictModel
+from chironsim.config_base import ConfigModel, limited
+from chironsim.limits import MAX_INSTANCES, MAX_NUM_SEQS, MAX_TIME_S, MIN_POLICY_INTERVAL_S
+
+# Bounded number types (chironsim.limits says why each bound is what it is).
+Interval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_POLICY_INTERVAL_S)
+Delay = limited(float, MAX_TIME_S, "s", ge=0)
+BatchLimit = limited(int, MAX_NUM_SEQS, "sequences", ge=1)
+InstanceCap = limited(int, MAX_INSTANCES, "instances", ge=1)
 
 
 def _default_itl_slo() -> dict[str, float]:
     return {"interactive": 0.05, "batch": 0.5}
 
 
-class ChironPolicyConfig(StrictModel):
+class ChironPolicyConfig(ConfigModel):
     """Chiron (Patke et al., arXiv 2501.08090): local batch-size backpressure per instance,
     global interactive scaling with over-provisioned mixed instances, batch scaling from a
     queue-waiting-time bound, preference routing with overflow to mixed instances.
@@ -53,22 +61,22 @@ class ChironPolicyConfig(StrictModel):
         "(spec default; SageServe's re-implementation uses the same 0.7)")
 
     # --- local autoscaler -----------------------------------------------------------------
-    local_interval: float = Field(1.0, gt=0, allow_inf_nan=False,
+    local_interval: Interval = Field(1.0,
                                   description="seconds between local ticks (reconstruction)")
     alpha: float = Field(0.3, gt=0, le=1, allow_inf_nan=False,
                          description="EWMA weight of the newest ITL sample (reconstruction)")
     epsilon: float = Field(0.05, ge=0, allow_inf_nan=False,
                            description="relative throughput gain that justifies doubling the "
                            "batch limit again (reconstruction)")
-    probe_holdoff_s: float = Field(10.0, ge=0, allow_inf_nan=False,
+    probe_holdoff_s: Delay = Field(10.0,
                                    description="after an ITL-driven halving, seconds before the "
                                    "limit may be probed upward again (reconstruction)")
-    b_min: int = Field(1, ge=1, description="smallest max_num_seqs (reconstruction)")
-    b_max_batch: int = Field(4096, ge=1, description="largest max_num_seqs on batch-pool "
+    b_min: BatchLimit = Field(1, description="smallest max_num_seqs (reconstruction)")
+    b_max_batch: BatchLimit = Field(4096, description="largest max_num_seqs on batch-pool "
                              "instances (secondary sources: batch sizes reach 2048-4096)")
-    b_max_other: int = Field(512, ge=1, description="largest max_num_seqs on interactive and "
+    b_max_other: BatchLimit = Field(512, description="largest max_num_seqs on interactive and "
                              "mixed instances (reconstruction)")
-    b_start: int | None = Field(None, ge=1, description="max_num_seqs set when an instance is "
+    b_start: BatchLimit | None = Field(None, description="max_num_seqs set when an instance is "
                                 "first seen ready; None keeps the engine's configured value")
     itl_signal: Literal["all", "pure_decode"] = Field(
         "all",
@@ -84,7 +92,7 @@ class ChironPolicyConfig(StrictModel):
         "SLOs. Classes not listed impose no ITL target")
 
     # --- global autoscaler: interactive side ----------------------------------------------
-    global_interval: float = Field(5.0, gt=0, allow_inf_nan=False,
+    global_interval: Interval = Field(5.0,
                                    description="seconds between global ticks (spec default)")
     ibp_high: float = Field(0.6, ge=0, le=1, allow_inf_nan=False,
                             description="interactive backpressure above which an interactive "
@@ -92,7 +100,7 @@ class ChironPolicyConfig(StrictModel):
     ibp_low: float = Field(0.3, ge=0, le=1, allow_inf_nan=False,
                            description="interactive backpressure below which, held for "
                            "scale_down_delay, an interactive instance is removed (spec default)")
-    scale_down_delay: float = Field(60.0, ge=0, allow_inf_nan=False,
+    scale_down_delay: Delay = Field(60.0,
                                     description="hysteresis before each interactive scale-down "
                                     "(s, spec default)")
     near_limit_fraction: float = Field(
@@ -109,19 +117,19 @@ class ChironPolicyConfig(StrictModel):
     mixed_fraction: float = Field(0.25, ge=0, allow_inf_nan=False,
                                   description="mixed instances per interactive instance, at "
                                   "least one (spec default)")
-    min_interactive: int = Field(1, ge=0, description="fewest interactive instances")
-    max_interactive_instances: int = Field(50, ge=1, description="most interactive instances "
+    min_interactive: limited(int, MAX_INSTANCES, "instances", ge=0) = Field(1, description="fewest interactive instances")
+    max_interactive_instances: InstanceCap = Field(50, description="most interactive instances "
                                            "(the evaluation used up to 50 GPUs; reconstruction)")
-    max_mixed_instances: int = Field(50, ge=1, description="most mixed instances "
+    max_mixed_instances: InstanceCap = Field(50, description="most mixed instances "
                                      "(reconstruction, as above)")
-    max_batch_instances: int = Field(50, ge=1, description="most batch instances "
+    max_batch_instances: InstanceCap = Field(50, description="most batch instances "
                                      "(reconstruction, as above)")
 
     # --- global autoscaler: batch side ----------------------------------------------------
     z: float = Field(1.64, ge=0, allow_inf_nan=False,
                      description="standard normal quantile of the waiting-time bound "
                      "(one-sided 95 %; reconstruction)")
-    cold_start_s: float = Field(60.0, ge=0, allow_inf_nan=False,
+    cold_start_s: Delay = Field(60.0,
                                 description="time a new batch instance needs before it serves "
                                 "(reconstruction; set it from the scenario's lifecycle)")
     batch_instance_throughput_tokens_s: float = Field(
@@ -161,6 +169,23 @@ class ChironPolicyConfig(StrictModel):
             raise ValueError(f"min_interactive ({self.min_interactive}) must not exceed "
                              f"max_interactive_instances ({self.max_interactive_instances})")
         return self
+
+    def tick_intervals(self) -> dict[str, float]:
+        """Controller periods by config key: the scenario bounds the ticks a run makes."""
+        ticks = {}
+        if self.local:
+            ticks["local_interval"] = self.local_interval
+        if self.global_scaling:
+            ticks["global_interval"] = self.global_interval
+        return ticks
+
+    def growable_pools(self, pools: Collection[str]) -> set[str]:
+        """Pools the global autoscaler sizes (the mixed one only while it is used); none
+        without global scaling, where every pool keeps its starting size."""
+        if not self.global_scaling:
+            return set()
+        mine = {self.interactive_pool, self.batch_pool} | ({self.mixed_pool} if self.mixed else set())
+        return mine & set(pools)
 
     def b_max(self, pool: str) -> int:
         """The batch-size ceiling of an instance of ``pool``."""
