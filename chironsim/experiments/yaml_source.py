@@ -35,9 +35,16 @@ class _StrictLoader(yaml.SafeLoader):
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """The file's data and its node tree (for line numbers); errors name the file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: cannot read the config file ({err})") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                          f"{column}); save the file as UTF-8") from None
     try:
         loader = _StrictLoader(text)
         loader.name = str(path)
@@ -47,10 +54,60 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         finally:
             loader.dispose()
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+        raise ConfigError(f"{path}{_yaml_problem(err, text)}") from None
     return data, root
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """``:LINE: not valid YAML (...)`` with LINE where the user's mistake starts.
+
+    PyYAML marks where it *noticed* the problem, which for an unclosed quote is the end of the
+    file (or wherever a later quote happens to close it). The line reported here is the start
+    of what it was scanning (an unclosed quote, a key missing its colon) or the opening quote
+    of a string that runs over several lines before the problem, the usual missing-quote
+    mistake, or the opening bracket of a ``[...]``/``{...}`` left open on an earlier line;
+    otherwise PyYAML's own mark.
+    """
+    if isinstance(err, yaml.reader.ReaderError):
+        line = text.count("\n", 0, err.position) + 1
+        return (f":{line}: not valid YAML (character {chr(err.character)!r} is not allowed in "
+                "YAML text)")
+    problem = getattr(err, "problem", None) or str(err)
+    mark = getattr(err, "problem_mark", None)
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if mark is None:
+        return f": not valid YAML ({problem})"
+    quote = _open_quote_line(text, mark)
+    if quote is not None:
+        return (f":{quote}: not valid YAML ({problem} on line {mark.line + 1}; the quoted string "
+                f"opened on line {quote} runs on to later lines: is its closing quote missing?)")
+    if isinstance(err, yaml.scanner.ScannerError) and context_mark is not None:
+        hint = "; is a closing quote missing?" if "quoted scalar" in (context or "") else ""
+        return (f":{context_mark.line + 1}: not valid YAML ({problem} on line {mark.line + 1}, "
+                f"{context} that starts on this line{hint})")
+    if context_mark is not None and "flow" in (context or "") and context_mark.line < mark.line:
+        return (f":{context_mark.line + 1}: not valid YAML ({problem} on line {mark.line + 1}, "
+                f"{context} opened on this line: is its closing bracket missing?)")
+    return f":{mark.line + 1}: not valid YAML ({problem})"
+
+
+def _open_quote_line(text: str, mark: yaml.Mark) -> int | None:
+    """Line of the first quoted string before ``mark`` that spans lines, or of a quoted
+    string still open at ``mark``: in a config file both are almost always a missing quote."""
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= mark.index:
+                return None
+            if (isinstance(token, yaml.ScalarToken) and token.style in ('"', "'")
+                    and token.end_mark.line > token.start_mark.line):
+                return token.start_mark.line + 1
+    except yaml.scanner.ScannerError as err:
+        context_mark = getattr(err, "context_mark", None)
+        if context_mark is not None and "quoted scalar" in (err.context or ""):
+            return context_mark.line + 1
+    except yaml.YAMLError:
+        pass
+    return None
 
 
 def yaml_line(root: yaml.Node, path: KeyPath) -> int | None:
@@ -73,6 +130,13 @@ def yaml_line(root: yaml.Node, path: KeyPath) -> int | None:
 class Locator:
     """Says where a key came from: ``FILE:LINE`` of its YAML, or the ``--set`` that made it.
 
+    ``overrides`` maps the dotted key each ``--set`` replaced to its ``KEY=VALUE`` text. That
+    is the key the ``--set`` names, or, where it went *through* a value that was not a mapping
+    (``--set seed.foo=1`` over ``seed: 1``), the key whose value it replaced (``seed``): a
+    problem at or below it is the ``--set``'s. A problem at a key the ``--set`` only passed
+    through (a check of the whole pool after ``--set cluster.pools.x.min_instances=9``) is
+    located in the file and names the ``--set`` too, since either may be the mistake.
+
     Callers that assemble a config from several places (a sweep's grid, an inline base)
     subclass it and override ``__call__`` so that each problem is blamed on the right source.
     """
@@ -85,11 +149,15 @@ class Locator:
 
     def __call__(self, path: KeyPath) -> str:
         key = dotted(path)
-        for set_key, item in self.overrides.items():
+        through = None
+        for set_key, item in reversed(self.overrides.items()):  # the last --set wins
             if key == set_key or key.startswith((set_key + ".", set_key + "[")):
                 return f"--set {item}"
+            if key and set_key.startswith((key + ".", key + "[")):
+                through = through or item
         line = yaml_line(self.root, path) if self.root is not None else None
-        return f"{self.source}:{line}" if line else self.source
+        here = f"{self.source}:{line}" if line else self.source
+        return f"{here} (with --set {through})" if through else here
 
     def report(self, problems: list[tuple[KeyPath, str]]) -> ConfigError:
         """One ConfigError listing every problem, each prefixed by where it is."""
