@@ -252,34 +252,45 @@ def _read_mooncake(
 _PARQUET_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, OverflowError, EOFError)
 
 
+def _arrow_message(exc: BaseException) -> str:
+    """pyarrow's message on one line (it spans several), cut short."""
+    return " ".join(str(exc).split())[:200]
+
+
 def _open_parquet(path: Path):  # -> pyarrow.parquet.ParquetFile (imported lazily)
     import pyarrow as pa
     import pyarrow.parquet as pq  # only needed for this format
 
     try:
-        return pq.ParquetFile(path)
+        # page checksums, where the writer stored them, catch a corrupt page
+        return pq.ParquetFile(path, page_checksum_verification=True)
     except (*_PARQUET_ERRORS, pa.ArrowException) as exc:
-        raise TraceFormatError(path, None, f"not a readable Parquet file ({exc})") from None
+        raise TraceFormatError(
+            path, None, f"not a readable Parquet file; truncated? ({_arrow_message(exc)})") from None
 
 
 def _parquet_batches(path: Path, handle, required: list[str]) -> Iterator[list[list]]:
-    """The required columns of each record batch as Python lists, read errors made user errors."""
+    """The required columns of each record batch as Python lists, read errors made user errors.
+
+    Row groups are read one at a time, so the error names the first row not read and its group.
+    """
     import pyarrow as pa
 
-    rows = 0
-    batches = handle.iter_batches(columns=required, batch_size=65_536)
-    while True:
-        try:
-            batch = next(batches, None)
-            if batch is None:
-                return
-            columns = [batch.column(i).to_pylist() for i in range(len(required))]
-        except (*_PARQUET_ERRORS, pa.ArrowException) as exc:
-            raise TraceFormatError(
-                path, rows + 1, f"the Parquet data cannot be read from this row on (truncated or "
-                f"corrupt? {str(exc)[:200]})") from None
-        rows += batch.num_rows
-        yield columns
+    done = 0
+    for group in range(handle.metadata.num_row_groups):
+        batches = handle.iter_batches(batch_size=65_536, row_groups=[group], columns=required)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                columns = [batch.column(i).to_pylist() for i in range(len(required))]
+            except (*_PARQUET_ERRORS, pa.ArrowException) as exc:
+                raise TraceFormatError(
+                    path, done + 1, f"the rows from here on (row group {group}) cannot be read; "
+                    f"corrupt or truncated? ({_arrow_message(exc)})") from None
+            done += batch.num_rows
+            yield columns
 
 
 def _parquet_seconds(stamp: object, path: Path, row: int, column: str) -> float:

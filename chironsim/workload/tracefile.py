@@ -55,20 +55,38 @@ def _open_binary(path: Path) -> BinaryIO:
 def first_undecodable_line(path: Path) -> tuple[int, int, int] | None:
     """(line, byte column, byte value) of the first byte of ``path`` that is not UTF-8.
 
-    Lines are split at ``\\n``, which is never part of a multi-byte UTF-8 sequence, so each
-    line decodes on its own exactly as it does inside the whole text. None when the rescan
-    finds nothing (or cannot read the file, e.g. a truncated ``.gz``).
+    Decodes the raw bytes block by block (carrying a multi-byte sequence cut by a block
+    boundary), counting ``\\n``s, in time linear in the file. A read error ends the scan, not
+    the search: a truncated ``.gz`` still yields the bytes before its cut, where the text
+    reader met the bad byte. None when the scan finds nothing.
     """
+    number, column, carry = 1, 0, b""  # column: bytes of the current line before ``data``
     try:
         with _open_binary(path) as raw:
-            for number, data in enumerate(raw, start=1):
+            while True:
+                try:
+                    block = raw.read(1 << 16)
+                except READ_ERRORS:
+                    block = b""
+                data = carry + block
                 try:
                     data.decode("utf-8")
+                    good, carry = len(data), b""
                 except UnicodeDecodeError as exc:
-                    return number, exc.start + 1, data[exc.start]
-    except READ_ERRORS:
+                    if block and exc.reason == "unexpected end of data":
+                        good, carry = exc.start, data[exc.start:]
+                    else:
+                        before = data[:exc.start]
+                        newline = before.rfind(b"\n")
+                        at = exc.start - newline if newline >= 0 else column + exc.start + 1
+                        return number + before.count(b"\n"), at, data[exc.start]
+                newline = data.rfind(b"\n", 0, good)
+                number += data.count(b"\n", 0, good)
+                column = good - newline - 1 if newline >= 0 else column + good
+                if not block:
+                    return None
+    except OSError:  # the file cannot be opened any more
         return None
-    return None
 
 
 def read_failure(path: Path, line: int | None, exc: BaseException) -> TraceFormatError:
