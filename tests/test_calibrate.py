@@ -125,6 +125,39 @@ def test_bad_files_name_file_line_and_column(synthetic, tmp_path: Path):
         calibrate([_write(tmp_path / "ragged.csv", "a,b\n1,2\n3,4,5,6\n")], A100)
 
 
+def test_unreadable_and_out_of_range_profiles_are_user_errors(synthetic, tmp_path: Path):
+    """Each of these used to escape as a traceback (EOFError, BadGzipFile, OverflowError,
+    IntCastingNaNError) or named no file."""
+    import gzip
+
+    text = synthetic[0].read_bytes()
+    assert calibrate([_gz(tmp_path / "ok_mlp.csv.gz", gzip.compress(text))], A100).gemm_errors is not None
+    with pytest.raises(TraceFormatError, match=r"cut\.csv\.gz: the gzip data ends early"):
+        calibrate([_gz(tmp_path / "cut.csv.gz", gzip.compress(text)[:2000])], A100)
+    with pytest.raises(TraceFormatError, match=r"plain\.csv\.gz: not gzip-compressed"):
+        calibrate([_gz(tmp_path / "plain.csv.gz", text)], A100)
+    lines = text.split(b"\n")
+    lines[4] = b"\xff" + lines[4]
+    with pytest.raises(TraceFormatError, match=r"latin\.csv:5: not UTF-8 text: byte 0xff at column 1"):
+        calibrate([_gz(tmp_path / "latin.csv", b"\n".join(lines))], A100)
+    with pytest.raises(TraceFormatError, match=r"header\.csv: no data rows"):
+        calibrate([_gz(tmp_path / "header.csv", lines[0] + b"\n")], A100)
+    good = pd.read_csv(synthetic[0])
+    column = list(good.columns).index("num_tokens") + 1
+    for name, value, shown in (("huge", "9" * 400, "9999"), ("inf", "inf", "inf"), ("half", "1.5", "1.5")):
+        broken = good.astype({"num_tokens": object})
+        broken.loc[1, "num_tokens"] = value
+        broken.to_csv(tmp_path / f"{name}.csv", index=False)
+        with pytest.raises(TraceFormatError, match=rf"{name}\.csv:3: column 'num_tokens' \(column {column}\): "
+                           rf"{shown}.* is not a positive whole number"):
+            calibrate([tmp_path / f"{name}.csv"], A100)
+
+
+def _gz(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 @pytest.fixture(scope="module")
 def vidur_report():
     files = sorted(VIDUR.glob("a100_*_mlp.csv")) + [VIDUR / "a100_dgx_all_reduce.csv"]

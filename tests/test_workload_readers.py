@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +265,221 @@ def test_columns_model_needs_arrival_only_for_replay(tmp_path: Path) -> None:
     write(tmp_path, "l.csv", "p,o\n3,4\n")
     columns = TraceColumns(prompt_tokens="p", output_tokens="o")
     assert [(r.prompt_tokens, r.output_tokens) for r in read_trace(tmp_path / "l.csv", "csv", columns, need_arrival=False)] == [(3, 4)]
+
+
+# ------------------------------------------------------------------- read failures (issue 8)
+
+SPLITWISE_HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
+
+
+def splitwise_rows(count: int, start: int = 0) -> str:
+    return "".join(f"{i * 0.5:.1f},{100 + i},{10 + i}\n" for i in range(start, start + count))
+
+
+def check_fails(path: Path, fmt: str, line: int | None, *problems: str, **options: object) -> str:
+    """Replaying ``path`` raises TraceFormatError at ``path:line`` (or ``path:`` alone)."""
+    with pytest.raises(TraceFormatError) as caught:
+        replay(path, fmt, **options)
+    message = str(caught.value)
+    assert caught.value.line == line, message
+    assert message.startswith(f"{path}:{line}: " if line is not None else f"{path}: "), message
+    for problem in problems:
+        assert problem in message, message
+    return message
+
+
+def test_truncated_and_fake_gzip_traces_are_located(tmp_path: Path) -> None:
+    text = (SPLITWISE_HEADER + splitwise_rows(2000)).encode()
+    packed = gzip.compress(text, mtime=0)
+    cut = packed[: len(packed) // 2]
+    (tmp_path / "cut.csv.gz").write_bytes(cut)
+    complete = zlib.decompressobj(31).decompress(cut).count(b"\n")
+    check_fails(tmp_path / "cut.csv.gz", "splitwise", complete + 1, "gzip data ends early", "truncated")
+    (tmp_path / "notrailer.csv.gz").write_bytes(packed[:-8])
+    check_fails(tmp_path / "notrailer.csv.gz", "splitwise", 2002, "gzip data ends early")
+    (tmp_path / "plain.csv.gz").write_bytes(text)
+    check_fails(tmp_path / "plain.csv.gz", "splitwise", None, "not gzip-compressed", "rename it")
+    bad_crc = bytearray(packed)
+    bad_crc[-6] ^= 0xFF  # the stored CRC-32
+    (tmp_path / "crc.csv.gz").write_bytes(bytes(bad_crc))
+    check_fails(tmp_path / "crc.csv.gz", "splitwise", 2002, "gzip data is corrupt", "CRC")
+    moon = gzip.compress(b"".join(
+        b'{"timestamp": %d, "input_length": 5, "output_length": 1}\n' % i for i in range(3000)))
+    (tmp_path / "m.jsonl.gz").write_bytes(moon[: len(moon) // 2])
+    complete = zlib.decompressobj(31).decompress(moon[: len(moon) // 2]).count(b"\n")
+    check_fails(tmp_path / "m.jsonl.gz", "mooncake", complete + 1, "gzip data ends early")
+
+
+def test_plain_text_named_gz_fails_at_the_config_check(tmp_path: Path) -> None:
+    write(tmp_path, "t.csv.gz", SPLITWISE_HEADER + splitwise_rows(3))
+    config = WorkloadConfig.model_validate(
+        {"streams": [{"kind": "trace", "format": "splitwise", "path": "t.csv.gz"}]})
+    with pytest.raises(TraceFormatError, match=r"t\.csv\.gz: not gzip-compressed"):
+        check_workload_files(config, tmp_path)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("bad_line", [5, 1500])
+def test_a_bad_byte_is_reported_on_its_own_line(tmp_path: Path, bad_line: int, compress: bool) -> None:
+    """Text is decoded in 8 KB chunks: the error used to name the line the chunk began at."""
+    lines = (SPLITWISE_HEADER + splitwise_rows(3000)).encode().split(b"\n")
+    lines[bad_line - 1] = lines[bad_line - 1][:4] + b"\xe9" + lines[bad_line - 1][4:]
+    data = b"\n".join(lines)
+    name = "latin1.csv.gz" if compress else "latin1.csv"
+    (tmp_path / name).write_bytes(gzip.compress(data) if compress else data)
+    check_fails(tmp_path / name, "splitwise", bad_line, "not UTF-8 text: byte 0xe9 at column 5")
+
+
+def test_a_bad_byte_in_json_lines_is_located(tmp_path: Path) -> None:
+    good = b'{"timestamp": 0, "input_length": 3, "output_length": 1}\n'
+    (tmp_path / "m.jsonl").write_bytes(good * 400 + b'{"timestamp": 1, "input_length": 3, "x": "\xff"}\n')
+    check_fails(tmp_path / "m.jsonl", "mooncake", 401, "not UTF-8 text: byte 0xff")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("9223372036854775808", "out of range"),  # 2^63: used to wrap to -2^63 downstream
+        ("9" * 30, "out of range"),
+        ("9" * 5000, "out of range"),  # past Python's int-from-text digit limit
+        ("10000001", "from 0 to 10,000,000"),
+        ("1e400", "out of range"),
+        ("inf", "out of range"),
+        ("nan", "not a number"),
+        ("-1", "negative token count"),
+        ("-9223372036854775809", "negative token count"),
+        ("1.5", "not an integer"),
+        ("", "not a number"),
+        ("twelve", "not a number"),
+    ],
+)
+def test_csv_token_counts_must_be_whole_numbers_in_range(tmp_path: Path, value: str, problem: str) -> None:
+    path = write(tmp_path, "s.csv", SPLITWISE_HEADER + splitwise_rows(3) + f"2.0,{value},5\n")
+    message = check_fails(path, "splitwise", 5, "num_prefill_tokens: ", problem)
+    assert len(message) < 300  # a 5,000-digit value is shown cut short
+
+
+def test_token_count_bounds_are_inclusive(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.csv", SPLITWISE_HEADER + "0,10000000,0\n1,1e7,0.0\n")
+    assert [(r.prompt_tokens, r.output_tokens) for r in read_trace(path, "splitwise")] == [
+        (10_000_000, 0), (10_000_000, 0)]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("9223372036854775808", "out of range"),
+        ("1e300", "out of range"),
+        ("Infinity", "out of range"),
+        ("NaN", "not a number"),
+        ("-1", "negative token count"),
+        ("1.5", "not an integer"),
+        ('"12"', "not a number"),
+        ("true", "not a number"),
+        ("9" * 5000, "a number of more than 4,300 digits"),
+    ],
+)
+def test_json_token_counts_must_be_whole_numbers_in_range(tmp_path: Path, value: str, problem: str) -> None:
+    good = '{"timestamp": 0, "input_length": 3, "output_length": 1}\n'
+    path = write(tmp_path, "m.jsonl", good + f'{{"timestamp": 5, "input_length": {value}, "output_length": 1}}\n')
+    check_fails(path, "mooncake", 2, problem)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text", "problem"),
+    [
+        ("splitwise", SPLITWISE_HEADER + "0,1,1\nnan,1,1\n", "timestamp is not a number"),
+        ("splitwise", SPLITWISE_HEADER + "0,1,1\ninf,1,1\n", "out of range"),
+        ("splitwise", SPLITWISE_HEADER + "0,1,1\n1e300,1,1\n", "is the arrival unit right?"),
+        ("splitwise", SPLITWISE_HEADER + "0,1,1\n1700000000000,1,1\n", "out of range"),  # ms as s
+        ("mooncake", '{"timestamp": 0, "input_length": 1, "output_length": 1}\n'
+                     '{"timestamp": NaN, "input_length": 1, "output_length": 1}\n', "not a number"),
+        ("mooncake", '{"timestamp": 0, "input_length": 1, "output_length": 1}\n'
+                     '{"timestamp": ' + "9" * 400 + ', "input_length": 1, "output_length": 1}\n',
+         "out of range"),
+    ],
+)
+def test_arrival_times_must_be_finite_and_in_range(tmp_path: Path, fmt: str, text: str, problem: str) -> None:
+    path = write(tmp_path, "t.jsonl" if fmt == "mooncake" else "t.csv", text)
+    check_fails(path, fmt, 2 if fmt == "mooncake" else 3, problem)
+
+
+def test_cut_off_lines_are_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.csv", SPLITWISE_HEADER + splitwise_rows(3) + "2.0,10")
+    check_fails(path, "splitwise", 5, "expected at least 3 fields, found 2")
+    good = '{"timestamp": 0, "input_length": 3, "output_length": 1}\n'
+    path = write(tmp_path, "m.jsonl", good * 3 + '{"timestamp": 9, "input_len')
+    check_fails(path, "mooncake", 4, "not valid JSON", "the file ends inside this line")
+
+
+def test_a_json_file_without_newlines_is_not_read_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chironsim.workload import readers
+
+    monkeypatch.setattr(readers, "MAX_JSON_LINE_CHARS", 64)
+    path = write(tmp_path, "m.jsonl", '{"timestamp": 0, "input_length": 3, "output_length": 1}\n' + "x" * 200)
+    check_fails(path, "mooncake", 2, "line longer than 64 characters")
+
+
+EMPTY_TRACES = [
+    ("splitwise", "header.csv", SPLITWISE_HEADER, "no requests: the file has a header but no data rows"),
+    ("splitwise", "header_blank.csv", SPLITWISE_HEADER + "\n\n", "no requests"),
+    ("burstgpt", "failed.csv", "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+     "1,ChatGPT,10,0,10,API log\n2,ChatGPT,20,0,20,API log\n",
+     "no requests: all 2 rows are failed requests"),
+    ("mooncake", "empty.jsonl", "", "no requests: the file has no JSON lines"),
+    ("mooncake", "blank.jsonl", "\n  \n\n", "no requests: the file has no JSON lines"),
+]
+
+
+@pytest.mark.parametrize(("fmt", "name", "text", "problem"), EMPTY_TRACES)
+def test_a_trace_without_requests_is_an_error_in_every_format(
+    tmp_path: Path, fmt: str, name: str, text: str, problem: str
+) -> None:
+    path = write(tmp_path, name, text)
+    check_fails(path, fmt, None, problem)
+    config = WorkloadConfig.model_validate({"streams": [{"kind": "trace", "format": fmt, "path": name}]})
+    with pytest.raises(TraceFormatError, match=problem):
+        check_workload_files(config, tmp_path)  # caught before any simulation
+
+
+def test_parquet_failures_are_located(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}
+    table = pa.table({"t": [0.5 * i for i in range(12)], "p": list(range(100, 112)),
+                      "o": list(range(5, 17))})
+    pq.write_table(table, tmp_path / "good.parquet", row_group_size=4)
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    check_fails(tmp_path / "cut.parquet", "parquet", None, "not a readable Parquet file", columns=columns)
+    # wipe the second row group's pages: its first row (5) is named
+    chunk = pq.ParquetFile(tmp_path / "good.parquet").metadata.row_group(1).column(1)
+    broken = bytearray(data)
+    start = chunk.data_page_offset
+    broken[start:start + chunk.total_compressed_size] = b"\xff" * chunk.total_compressed_size
+    (tmp_path / "page.parquet").write_bytes(bytes(broken))
+    check_fails(tmp_path / "page.parquet", "parquet", 5, "row group 1", columns=columns)
+    pq.write_table(table.slice(0, 0), tmp_path / "empty.parquet")
+    check_fails(tmp_path / "empty.parquet", "parquet", None, "no requests: the table has no rows",
+                columns=columns)
+    pq.write_table(pa.table({"t": [0.0, 1.0], "p": pa.array([1, 2**63], pa.uint64()), "o": [1, 1]}),
+                   tmp_path / "big.parquet")
+    check_fails(tmp_path / "big.parquet", "parquet", 2, "p: token count '9223372036854775808' is out of range",
+                columns=columns)
+    pq.write_table(pa.table({"t": [0.0, math.inf], "p": [1, 2], "o": [1, 1]}), tmp_path / "inf.parquet")
+    check_fails(tmp_path / "inf.parquet", "parquet", 2, "t: timestamp 'inf' is out of range", columns=columns)
+
+
+def test_empirical_length_tables_are_checked_like_traces(tmp_path: Path) -> None:
+    write(tmp_path, "lengths.csv", "num_prefill_tokens,num_decode_tokens\n5,6\n7,99999999999\n")
+    config = WorkloadConfig.model_validate({"streams": [{
+        "kind": "batch", "num_requests": 3, "deadline_s": 60,
+        "prompt_tokens": {"kind": "fixed", "value": 5},
+        "output_tokens": {"kind": "empirical", "path": "lengths.csv", "format": "splitwise"}}]})
+    check_workload_files(config, tmp_path)  # the first row is fine
+    with pytest.raises(TraceFormatError, match=r"lengths\.csv:3: num_decode_tokens: token count .* out of range"):
+        list(build_workload(config, np.random.SeedSequence(0), tmp_path))
+    write(tmp_path, "lengths.csv", "num_prefill_tokens,num_decode_tokens\n")
+    with pytest.raises(TraceFormatError, match=r"lengths\.csv: no requests"):
+        check_workload_files(config, tmp_path)

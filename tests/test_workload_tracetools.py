@@ -12,7 +12,7 @@ from typing import get_args
 import pytest
 import yaml
 
-from chironsim.errors import ChironError, UnknownNameError
+from chironsim.errors import ChironError, TraceFormatError, UnknownNameError
 from chironsim.workload.config import SyntheticStream, TraceFormat
 from chironsim.workload.tracetools import download_trace, known_traces, load_registry, trace_stats
 
@@ -56,6 +56,25 @@ def test_trace_stats_on_a_small_file(tmp_path: Path) -> None:
     (tmp_path / "empty.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n")
     with pytest.raises(ChironError, match="no requests"):
         trace_stats(tmp_path / "empty.csv", "splitwise")
+
+
+def test_trace_stats_reports_unreadable_files_with_their_line(tmp_path: Path) -> None:
+    import gzip
+    import zlib
+
+    text = "arrived_at,num_prefill_tokens,num_decode_tokens\n" + "".join(
+        f"{i},{100 + i},{1 + i % 7}\n" for i in range(3000))
+    packed = gzip.compress(text.encode())[:6000]
+    (tmp_path / "cut.csv.gz").write_bytes(packed)
+    line = zlib.decompressobj(31).decompress(packed).count(b"\n") + 1
+    with pytest.raises(TraceFormatError, match=rf"cut\.csv\.gz:{line}: the gzip data ends early"):
+        trace_stats(tmp_path / "cut.csv.gz", "splitwise")
+    (tmp_path / "big.csv").write_text(text + "3000,18446744073709551616,1\n")
+    with pytest.raises(TraceFormatError, match=r"big\.csv:3002: num_prefill_tokens: token count .* out of range"):
+        trace_stats(tmp_path / "big.csv", "splitwise")
+    (tmp_path / "blank.jsonl").write_text("\n\n")
+    with pytest.raises(TraceFormatError, match=r"blank\.jsonl: no requests"):
+        trace_stats(tmp_path / "blank.jsonl", "mooncake")
 
 
 def test_shipped_sample_reproduces_its_fit() -> None:

@@ -203,7 +203,7 @@ def _parse_json(text: str, path: Path, line: int) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = " (the line is cut off)" if exc.pos >= len(text.rstrip()) else ""
+        cut = "" if text.endswith(("\n", "\r")) else "; the file ends inside this line (truncated?)"
         raise TraceFormatError(path, line, f"not valid JSON ({exc.msg}){cut}") from None
     except ValueError:  # Python refuses to convert integers of more than 4,300 digits
         raise TraceFormatError(path, line, "a number of more than 4,300 digits") from None
