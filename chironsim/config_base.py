@@ -36,7 +36,7 @@ class ConfigModel(StrictModel):
 
 def number_text(value: float) -> str:
     """``100000`` → ``100,000``; ``0.001`` → ``0.001``: bounds as a person reads them."""
-    if float(value).is_integer() and abs(value) < 1e15:
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
         return f"{int(value):,}"
     return f"{value:g}"
 

@@ -198,7 +198,11 @@ def validate_scenario(data: Any, where: Locator, base_dir: Path | None) -> Scena
 
         try:
             check_workload_files(config.workload, base_dir)
-        except ChironError as err:
+        except ConfigError as err:  # "workload.streams[0].path: trace file ... does not exist"
+            key = str(err).split(": ", 1)[0]
+            located = where(_typed(_split_key(key, key))) if key.startswith("workload.") else where.source
+            raise ConfigError(f"{located}: {err}") from None
+        except ChironError as err:  # a bad header: the message names the trace file and line
             raise ConfigError(f"{where.source}: {err}") from None
     return config
 
