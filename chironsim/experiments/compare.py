@@ -29,7 +29,7 @@ import pandas as pd
 
 from chironsim.errors import ChironError
 from chironsim.metrics.format import MISSING
-from chironsim.metrics.store import is_result_dir, load_tables
+from chironsim.metrics.store import READ_ERRORS, is_result_dir, load_tables
 from chironsim.metrics.summary import ALL
 
 #: Group name of the rows that hold cluster-wide columns (the summary repeats them per class).
@@ -82,11 +82,7 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
     p = Path(path)
     if not is_sweep_dir(p):
         raise ChironError(f"{p}: not a sweep folder (expected runs.parquet and summary.parquet)")
-    try:
-        runs = pd.read_parquet(p / "runs.parquet")
-        summary = pd.read_parquet(p / "summary.parquet")
-    except (OSError, ValueError) as err:
-        raise ChironError(f"{p}: cannot read the sweep tables ({err})") from None
+    runs, summary = (_read_sweep_table(p / name) for name in ("runs.parquet", "summary.parquet"))
     for table, frame, needed in (("runs.parquet", runs, ("point_id", "request_class")),
                                  ("summary.parquet", summary, ("request_class",))):
         missing = [c for c in needed if c not in frame.columns]
@@ -105,6 +101,16 @@ def load_sweep(path: str | os.PathLike[str]) -> Sweep:
         raise ChironError(f"{p / 'runs.parquet'}: lacks the axis column(s) {', '.join(missing)} "
                           "that summary.parquet groups by")
     return Sweep(p, runs, summary, tuple(axes), metrics)
+
+
+def _read_sweep_table(path: Path) -> pd.DataFrame:
+    """A sweep table; a truncated or unreadable one is a user error naming the file."""
+    try:
+        return pd.read_parquet(path)
+    except READ_ERRORS as err:
+        first = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ChironError(f"{path}: cannot read the sweep table ({first}); run the same "
+                          "'chironsim sweep' command again to rewrite it") from None
 
 
 def varying_axes(table: pd.DataFrame, axes: Sequence[str]) -> list[str]:

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import traceback
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -176,8 +176,10 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
                                initializer=die_with_parent, initargs=(os.getpid(),))
 
 
-def _process_pool(tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any]]:
-    """Local worker processes, at most ``workers`` points in flight.
+def _process_pool(tasks: Sequence[Task], workers: int,
+                  work: Callable[..., dict[str, Any]] = run_point) -> Iterator[dict[str, Any]]:
+    """Local worker processes, at most ``workers`` points in flight, each running ``work``
+    (:func:`run_point`; tests pass a module-level stand-in) on a task's arguments.
 
     When a worker dies (a point killed by the out-of-memory killer), the pool is broken and
     every point in flight fails with it; those are run again one at a time, each in a fresh
@@ -187,13 +189,13 @@ def _process_pool(tasks: Sequence[Task], workers: int) -> Iterator[dict[str, Any
     queue = deque(tasks)
     while queue:
         suspects: list[Task] = []
-        yield from _pool_round(queue, workers, suspects)
+        yield from _pool_round(queue, workers, work, suspects)
         for task in suspects:
-            yield from _pool_round(deque([task]), 1, [], alone=True)
+            yield from _pool_round(deque([task]), 1, work, [], alone=True)
 
 
-def _pool_round(queue: deque[Task], workers: int, suspects: list[Task],
-                alone: bool = False) -> Iterator[dict[str, Any]]:
+def _pool_round(queue: deque[Task], workers: int, work: Callable[..., dict[str, Any]],
+                suspects: list[Task], alone: bool = False) -> Iterator[dict[str, Any]]:
     """Run tasks from ``queue`` until it is empty or the pool breaks (in-flight → ``suspects``)."""
     pool = _new_pool(workers)
     pending: dict[Future[dict[str, Any]], Task] = {}
@@ -201,7 +203,7 @@ def _pool_round(queue: deque[Task], workers: int, suspects: list[Task],
         while queue or pending:
             while queue and len(pending) < workers:
                 task = queue.popleft()
-                pending[pool.submit(run_point, *task.args)] = task
+                pending[pool.submit(work, *task.args)] = task
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             if not alone and any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 for future, task in pending.items():  # keep what finished before the break
