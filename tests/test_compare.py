@@ -263,3 +263,24 @@ def test_plot_cli_single_run_and_bad_options(run_dirs: tuple[Path, Path], sweep_
     assert "--x nope: not an axis of this sweep (axes: policy" in capsys.readouterr().err
     assert main(["plot", str(sweep_dir), "--out", str(tmp_path / "y"), "--at", "3"]) == 2
     assert "--at 3.0: " in capsys.readouterr().err
+
+
+def test_damaged_tables_are_user_errors_naming_the_file(sweep_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep)
+    requests = sweep / "runs" / "static-r4-s0" / "requests.parquet"
+    requests.write_bytes(requests.read_bytes()[:100])
+    for argv in (["plot", str(sweep), "--out", str(tmp_path / "figs")],
+                 ["compare", str(sweep / "runs" / "static-r4-s0")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {requests}: ") and "Traceback" not in err
+    assert not (tmp_path / "figs").exists()
+    runs = sweep / "runs.parquet"
+    runs.write_bytes(runs.read_bytes()[:-8])
+    assert main(["compare", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {runs}: cannot read the sweep table") and "Traceback" not in err

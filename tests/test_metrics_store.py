@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,7 @@ import pytest
 
 from chironsim.errors import ChironError, ConfigError
 from chironsim.experiments.result import Result, load_result
-from chironsim.metrics import store
+from chironsim.metrics import atomic, store
 from chironsim.metrics.records import InstanceRecord, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, SLOSpec
 
@@ -173,4 +176,73 @@ def test_format_and_folder_errors(tmp_path):
     (out / "events.parquet").unlink()
     assert not store.is_result_dir(out)
     with pytest.raises(ChironError, match="events"):
+        Result.load(out)
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def _dead_pid() -> int:
+    """The id of a process that has just ended (not reused within the test, in practice)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_on_the_next_save(tmp_path):
+    host = atomic._host()
+    dead = tmp_path / f".killed.tmp-{_dead_pid()}@{host}~abc"
+    dead_old = tmp_path / f".run.old-{_dead_pid()}@{host}~def"
+    live = tmp_path / f".busy.tmp-{os.getppid()}@{host}~ghi"  # a live process's, still filling
+    remote = tmp_path / f".far.tmp-{_dead_pid()}@another-host~jkl"  # cannot tell: kept
+    legacy = tmp_path / ".old-style.tmp-xyz"  # no writer tag: kept outside a sweep's folder
+    for folder in (dead, dead_old, live, remote, legacy):
+        folder.mkdir()
+        (folder / "requests.parquet").write_bytes(b"half")
+    make_result().save(tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["run", live.name, remote.name, legacy.name])
+    assert atomic.remove_stale_temporaries(tmp_path, untagged=True) == [tmp_path / legacy.name]
+
+
+def test_plots_are_in_the_folder_when_it_appears(tmp_path, monkeypatch):
+    out = make_result().save(tmp_path / "run", plots=True)
+    assert len(list((out / "plots").glob("*.png"))) == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+    import chironsim.plots as plots
+
+    def fail_halfway(result, folder):
+        folder.mkdir()
+        (folder / "latency_cdf_ttft.png").write_bytes(b"\x89PNG")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(plots, "write_standard_plots", fail_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        make_result(seed=3).save(tmp_path / "other", plots=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no folder lacking its plots
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["sizes", "older-folder"])
+def test_a_truncated_table_is_found_and_named(tmp_path, recorded):
+    out = make_result().save(tmp_path / "run")
+    if not recorded:  # folders written before the manifest recorded sizes: the footer tells
+        manifest = json.loads((out / "manifest.json").read_text())
+        del manifest["files"]
+        (out / "manifest.json").write_text(json.dumps(manifest))
+    assert store.result_dir_problem(out) is None
+    table = out / "timeseries.parquet"
+    table.write_bytes(table.read_bytes()[:-10])
+    assert store.is_result_dir(out)  # still looks like one...
+    problem = store.result_dir_problem(out)
+    assert problem is not None and problem.startswith("timeseries.parquet ")
+    with pytest.raises(ChironError, match=r"timeseries\.parquet: .*run it again"):
+        Result.load(out)  # ...but reading it is a user error naming the file
+
+
+def test_a_damaged_manifest_is_named(tmp_path):
+    out = make_result().save(tmp_path / "run")
+    (out / "manifest.json").write_bytes(b'{"seed": \xff')
+    assert "cannot read the manifest" in store.result_dir_problem(out)
+    with pytest.raises(ChironError, match=r"manifest\.json: cannot read the manifest"):
         Result.load(out)
