@@ -31,7 +31,8 @@ from chironsim.workload import WorkloadConfig, build_workload
 from chironsim.workload.config import TraceColumns
 from chironsim.workload.readers import TraceRow, check_trace_header, read_trace
 from chironsim.workload.tracetools import trace_stats
-from chironsim.workload.tracevalues import MAX_ABS_TIMESTAMP_S, MAX_TOKENS_PER_REQUEST
+from chironsim.limits import MAX_TOKENS
+from chironsim.workload.tracevalues import MAX_ABS_TIMESTAMP_S
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -173,7 +174,7 @@ def _check_rows(rows: list[TraceRow], need_arrival: bool) -> None:
     for row in rows:
         assert type(row.line) is int and row.line >= 1
         for count in (row.prompt_tokens, row.output_tokens):
-            assert type(count) is int and 0 <= count <= MAX_TOKENS_PER_REQUEST, row
+            assert type(count) is int and 0 <= count <= MAX_TOKENS, row
         if need_arrival:
             assert type(row.arrival) is float and abs(row.arrival) <= MAX_ABS_TIMESTAMP_S, row
         else:
@@ -208,8 +209,8 @@ def _read_every_way(path: Path, fmt: str, columns: TraceColumns | None) -> None:
     assert len(requests) == stats["rows"]
     for request in requests:
         assert 0.0 <= request.arrival <= 2 * MAX_ABS_TIMESTAMP_S
-        assert 1 <= request.prompt_tokens <= MAX_TOKENS_PER_REQUEST
-        assert 1 <= request.output_tokens <= MAX_TOKENS_PER_REQUEST
+        assert 1 <= request.prompt_tokens <= MAX_TOKENS
+        assert 1 <= request.output_tokens <= MAX_TOKENS
 
 
 @pytest.fixture(scope="module")

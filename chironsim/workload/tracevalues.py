@@ -3,10 +3,11 @@
 Bounds are what a real trace could mean, chosen so that everything past the readers can trust
 its inputs (a count fits an int64 column of the results; a time stays a finite float):
 
-- a token count is a whole number in [0, ``MAX_TOKENS_PER_REQUEST``]. Zero is kept because
+- a token count is a whole number in [0, ``MAX_TOKENS``], the bound the config's lengths use
+  (``chironsim.limits``: the longest context windows offered today). Zero is kept because
   real traces have such rows (a zero prompt becomes 1 in the stream and is counted; BurstGPT's
-  zero responses are failures that get dropped). Ten million tokens is ~80× the longest
-  context of today's models; anything beyond is a corrupt or mis-mapped column.
+  zero responses are failures that get dropped). Anything beyond is a corrupt or mis-mapped
+  column, and would not fit the int64 columns of the results.
 - an arrival time is finite and within ±``MAX_ABS_TIMESTAMP_S`` seconds: beyond any date-time
   (year 9999 is 2.5e11 s of Unix time), but below what Unix times in ms, µs or ns give when
   ``arrival_unit`` is one step too coarse (≥ 1.7e12), so that mistake is caught.
@@ -18,10 +19,10 @@ import math
 from pathlib import Path
 
 from chironsim.errors import TraceFormatError
+from chironsim.limits import MAX_TOKENS
 from chironsim.workload.timeparse import DatetimeParser
 from chironsim.workload.tracefile import shown
 
-MAX_TOKENS_PER_REQUEST = 10_000_000
 MAX_ABS_TIMESTAMP_S = 1e12
 
 UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -30,7 +31,7 @@ UNIT_SECONDS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 def _out_of_range(path: Path, line: int, column: str, text: object) -> TraceFormatError:
     return TraceFormatError(
         path, line, f"{column}: token count {shown(text)} is out of range; expected a whole "
-        f"number from 0 to {MAX_TOKENS_PER_REQUEST:,}")
+        f"number from 0 to {MAX_TOKENS:,}")
 
 
 def _count_from_float(text: str, path: Path, line: int, column: str) -> int:
@@ -43,7 +44,7 @@ def _count_from_float(text: str, path: Path, line: int, column: str) -> int:
         raise TraceFormatError(path, line, f"{column}: not a number: {shown(text)}")
     if as_float < 0:
         raise TraceFormatError(path, line, f"{column}: negative token count {shown(text)}")
-    if as_float > MAX_TOKENS_PER_REQUEST:  # also inf and 5,000-digit integers
+    if as_float > MAX_TOKENS:  # also inf and 5,000-digit integers
         raise _out_of_range(path, line, column, text)
     if not as_float.is_integer():
         raise TraceFormatError(path, line, f"{column}: not an integer: {shown(text)}")
@@ -56,7 +57,7 @@ def parse_count(text: str, path: Path, line: int, column: str) -> int:
         value = int(text)
     except ValueError:
         return _count_from_float(text, path, line, column)
-    if 0 <= value <= MAX_TOKENS_PER_REQUEST:
+    if 0 <= value <= MAX_TOKENS:
         return value
     if value < 0:
         raise TraceFormatError(path, line, f"{column}: negative token count {shown(value)}")
@@ -69,7 +70,7 @@ def json_count(value: object, path: Path, line: int, column: str) -> int:
         raise TraceFormatError(path, line, f"{column}: not a number: {shown(value)}")
     if isinstance(value, float):
         return _count_from_float(repr(value), path, line, column)
-    if 0 <= value <= MAX_TOKENS_PER_REQUEST:
+    if 0 <= value <= MAX_TOKENS:
         return value
     if value < 0:
         raise TraceFormatError(path, line, f"{column}: negative token count {shown(value)}")
