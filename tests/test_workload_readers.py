@@ -483,3 +483,26 @@ def test_empirical_length_tables_are_checked_like_traces(tmp_path: Path) -> None
     write(tmp_path, "lengths.csv", "num_prefill_tokens,num_decode_tokens\n")
     with pytest.raises(TraceFormatError, match=r"lengths\.csv: no requests"):
         check_workload_files(config, tmp_path)
+
+
+def test_naive_parquet_timestamps_do_not_depend_on_the_local_time_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across a daylight-saving change, local-time conversion would insert an hour."""
+    import datetime as dt
+    import time
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamps = [dt.datetime(2023, 3, 12, 1, 30), dt.datetime(2023, 3, 12, 3, 30)]  # US DST starts at 2:00
+    pq.write_table(pa.table({"t": pa.array(stamps, pa.timestamp("us")), "p": [5, 6], "o": [1, 2]}),
+                   tmp_path / "t.parquet")
+    columns = {"arrival": "t", "prompt_tokens": "p", "output_tokens": "o"}
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert [r.arrival for r in replay(tmp_path / "t.parquet", "parquet", columns=columns)] == [0.0, 7200.0]
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -33,6 +33,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timezone
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -294,8 +295,15 @@ def _parquet_batches(path: Path, handle, required: list[str]) -> Iterator[list[l
 
 
 def _parquet_seconds(stamp: object, path: Path, row: int, column: str) -> float:
-    """A Parquet timestamp column's value in seconds."""
+    """A Parquet timestamp column's value in seconds.
+
+    A timestamp without a zone is wall-clock time, read as UTC as the date-time strings of
+    CSV traces are: ``datetime.timestamp`` would take it as the machine's local time, so a
+    daylight-saving change would move arrivals by an hour depending on where the run happens.
+    """
     try:
+        if stamp.tzinfo is None:  # type: ignore[attr-defined]
+            stamp = stamp.replace(tzinfo=timezone.utc)  # type: ignore[attr-defined]
         seconds = float(stamp.timestamp())  # type: ignore[attr-defined]
     except (OverflowError, OSError, ValueError) as exc:
         raise TraceFormatError(path, row, f"{column}: bad timestamp {shown(stamp)} ({exc})") from None
