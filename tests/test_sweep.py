@@ -165,7 +165,7 @@ def test_failed_run_is_recorded_and_retried(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
 
     assert main(["sweep", str(path), "--workers", "1", "--out", str(out), "--quiet"]) == 1
-    assert "error: 1 of 2 runs failed" in capsys.readouterr().err
+    assert "error: 1 of 2 runs failed (TraceFormatError ×1; see " in capsys.readouterr().err
     runs = pd.read_parquet(out / "runs.parquet")
     failed = runs[runs["status"] == "failed"]
     assert len(failed) == 1 and failed["workload.streams.0.path"].item() == "bad.csv"

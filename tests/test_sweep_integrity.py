@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from chironsim.cli import main
 from chironsim.errors import ChironError
 from chironsim.experiments import executors
 from chironsim.experiments import spec as spec_module
@@ -182,6 +183,10 @@ def test_damaged_run_folders_are_reported_and_rerun(tmp_path: Path,
     assert_frame_equal(comparable(again.runs), comparable(first.runs))
     assert len(compare([out])) > 0  # the repaired folder reads again
 
+    _damage(out, pids[1:4])  # the command line says so in its summary, and exits 0
+    assert main(["sweep", str(path), "--workers", "1", "--out", str(out), "--quiet"]) == 0
+    assert "(4 ok, 1 of them resumed, 3 rerun as their folder was damaged, 0 failed)" in (
+        capsys.readouterr().out)
     quiet = run_sweep(path, out, workers=1, progress=False)  # and is reused from now on
     assert quiet.damaged == {} and quiet.runs["resumed"].all()
 
@@ -224,7 +229,7 @@ def test_a_memory_error_fails_only_its_point(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    assert "error: 2 of 6 runs failed" in proc.stderr and "MemoryError" in proc.stderr
+    assert "error: 2 of 6 runs failed (MemoryError ×2; see " in proc.stderr
     runs = pd.read_parquet(out / "runs.parquet").drop_duplicates("point_id")
     assert sorted(runs[runs["status"] == "failed"]["seed"]) == [8, 8]
     assert (runs[runs["seed"] != 8]["status"] == "ok").all()

@@ -53,12 +53,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     counts = result.point_counts()
     total = sum(counts[s] for s in ("ok", "failed", "skipped"))
     print(format_sweep_summary(result.summary, plan.axes, plan.metrics))
-    print(f"\n{total} points ({counts['ok']} ok, {counts['resumed']} of them resumed, "
+    damaged = f", {len(result.damaged)} rerun as their folder was damaged" if result.damaged else ""
+    print(f"\n{total} points ({counts['ok']} ok, {counts['resumed']} of them resumed{damaged}, "
           f"{counts['failed']} failed) in {wall:.1f} wall s; results in {out}")
     if counts["failed"]:
-        first = result.failed.iloc[0]
-        print(f"error: {counts['failed']} of {total} runs failed (see {out / RUNS_TABLE} and "
-              f"{out / 'runs'}/<point_id>.error.json; run the same command to retry them); "
-              f"first: {first['point_id']}: {first['error']}", file=sys.stderr)
+        failed = result.failed
+        first = failed.iloc[0]
+        causes = failed["error"].fillna("").str.split(":").str[0].value_counts()
+        by_cause = ", ".join(f"{cause or 'unknown'} ×{n}" for cause, n in causes.items())
+        print(f"error: {counts['failed']} of {total} runs failed ({by_cause}; see "
+              f"{out / RUNS_TABLE} and {out / 'runs'}/<point_id>.error.json; run the same "
+              f"command to retry them); first: {first['point_id']}: {first['error']}",
+              file=sys.stderr)
         return EXIT_FAILED_RUNS
     return 0
