@@ -24,6 +24,9 @@ MAX_REQUESTS = 50_000_000
 #: the burstiest published LLM inter-arrival CVs are below ~10; past 100 the gamma shape
 #: (1/CV²) underflows and the process no longer has the requested mean.
 MAX_GAMMA_CV = 100.0
+#: below 0.001 arrivals are periodic to within 0.1 % (use it for a clock-like load); far below
+#: it 1/CV² overflows.
+MIN_GAMMA_CV = 1e-3
 #: on/off and diurnal periods shorter than a millisecond are shorter than one engine
 #: iteration; they describe no real traffic and cost one generator step each.
 MIN_PERIOD_S = 1e-3

@@ -83,6 +83,7 @@ RATE = f"{STREAM}.arrival.rate"
     (RATE, 1e9, "must be at most 100,000 arrivals/s (got 1000000000.0)"),
     (RATE, 1e-300, "arrival.rate: must be at least 1e-06 arrivals/s"),
     (f"{STREAM}.arrival", {"kind": "gamma", "rate": 1, "cv": 1e6}, "arrival.cv: must be at most 100"),
+    (f"{STREAM}.arrival", {"kind": "gamma", "rate": 1, "cv": 1e-300}, "arrival.cv: must be at least 0.001"),
     (f"{STREAM}.arrival", {"kind": "onoff", "rate_on": math.inf, "rate_off": 0, "mean_on_s": 1,
                            "mean_off_s": 1}, "arrival.rate_on: must be at most 100,000 arrivals/s"),
     (f"{STREAM}.arrival", {"kind": "onoff", "rate_on": 1, "rate_off": 1e-9, "mean_on_s": 1,
@@ -388,6 +389,17 @@ def test_problem_at_a_key_the_set_passed_through_names_file_and_set(tmp_path: Pa
     line = next(i for i, text in enumerate(TEXT.splitlines(), 1) if text.strip() == "default:")
     assert err.startswith(f"{path}:{line} (with --set cluster.pools.default.max_instances=0): "
                           "cluster.pools.default: instances (1) must not exceed"), err
+
+
+def test_set_through_a_scalar_list_entry_is_blamed_on_the_set(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, TEXT.replace("  streams:\n", "  streams: [1.5]\n  old:\n")),
+                     "workload.streams[0].arrival.rate=3")
+    assert "--set workload.streams[0].arrival.rate=3: workload.streams[0]: needs a 'kind'" in err
+
+
+def test_list_or_mapping_as_a_key_is_a_located_error(tmp_path: Path) -> None:
+    err = load_error(write(tmp_path, TEXT + "[1, 2]: x\n"))
+    assert f":{len(TEXT.splitlines()) + 1}: a key must be a plain name, not a list" in err
 
 
 def test_yaml_alias_bomb_fails_fast(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                               f"({getattr(err, 'problem', None) or err})") from None
         node: Any = data
         for depth, part in enumerate(parts):
-            last = depth == len(parts) - 1
+            index: Any = part
             if isinstance(node, list):
                 where = dotted(_typed(parts[:depth]))
                 if not part.isdigit():
@@ -152,15 +152,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                     entries = "entry" if len(node) == 1 else "entries"
                     raise ConfigError(f"--set {item}: {where} has {len(node)} {entries}; "
                                       f"index {part} is out of range")
-                index: Any = int(part)
-            else:
-                index = part
-                if not last and not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-            if last:
+                index = int(part)
+            if depth == len(parts) - 1:
                 node[index] = value
-            else:
-                node = node[index]
+                break
+            child = node[index] if isinstance(node, list) else node.get(index)
+            if not isinstance(child, (dict, list)):  # a scalar on the way becomes a mapping
+                child = node[index] = {}
+            node = child
     return data
 
 
@@ -236,9 +235,10 @@ def _replaced_prefix(data: Any, parts: list[str]) -> list[str]:
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 return parts  # apply_overrides rejects it, naming the --set
-            node = node[int(part)]
-        elif isinstance(node, dict) and isinstance(node.get(part), (dict, list)):
-            node = node[part]
+            child = node[int(part)]
         else:
+            child = node.get(part)
+        if not isinstance(child, (dict, list)):
             return parts[:depth + 1]
+        node = child
     return parts

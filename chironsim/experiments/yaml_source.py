@@ -18,13 +18,19 @@ from chironsim.experiments.messages import KeyPath, dotted
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)
+    and a list or mapping used as a key."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:  # PyYAML itself would say so, but only after this check
+                raise ConfigError(f"{self.name}:{line}: a key must be a plain name, not a "
+                                  f"{'list' if isinstance(key, list) else 'mapping'}") from None
             if key != "<<" and key in seen:
                 raise ConfigError(f"{self.name}:{line}: key {key!r} is given twice "
                                   f"(first on line {seen[key]})")

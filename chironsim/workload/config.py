@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from chironsim.config_base import ConfigModel, limited
 from chironsim.limits import (
     MAX_GAMMA_CV,
+    MIN_GAMMA_CV,
     MAX_LOGNORMAL_SIGMA,
     MAX_RATE,
     MAX_RATE_SCALE,
@@ -42,7 +43,7 @@ Period = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_PERIOD_S)
 TokenCount = limited(int, MAX_TOKENS, "tokens", ge=1)
 TokenScale = limited(float, MAX_TOKENS, "tokens", gt=0)
 RequestCount = limited(int, MAX_REQUESTS, "requests", ge=1)
-GammaCV = limited(float, MAX_GAMMA_CV, "", gt=0)
+GammaCV = limited(float, MAX_GAMMA_CV, "", gt=0, floor=MIN_GAMMA_CV)
 LogSigma = limited(float, MAX_LOGNORMAL_SIGMA, "", gt=0)
 RateScale = limited(float, MAX_RATE_SCALE, "", gt=0, floor=MIN_RATE_SCALE)
 
