@@ -101,6 +101,7 @@ RATE = f"{STREAM}.arrival.rate"
     (f"{STREAM}.arrival", {"kind": "step", "rates": [1, math.inf], "times": [0, 5]},
      "arrival.rates[1]: must be at most 100,000 arrivals/s"),
     (f"{STREAM}.num_requests", 10**12, "num_requests: must be at most 50,000,000 requests"),
+    (f"{STREAM}.num_requests", "9" * 5000, "num_requests: must be a whole number of a sensible size"),
     (f"{STREAM}.duration_s", 1e30, "workload.streams[0].duration_s: must be at most 31,622,400 s"),
     (f"{STREAM}.start", math.inf, "workload.streams[0].start: must be at most 31,622,400 s"),
     (f"{STREAM}.prompt_tokens.value", 2**63, "prompt_tokens.value: must be at most 10,000,000 tokens"),

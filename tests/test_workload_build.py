@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chironsim.limits import MAX_TIME_S
 from chironsim.workload import RequestSpec, WorkloadConfig, build_workload
 
 FIXED = {"kind": "fixed", "value": 10}
@@ -60,7 +61,8 @@ def test_relative_deadlines_of_synthetic_streams() -> None:
 
 
 def test_horizon_stops_even_an_endless_stream() -> None:
-    requests = run([synthetic(duration_s=1e15)], horizon=100.0)
+    # a year (the longest duration_s allowed) is endless next to a 100 s horizon
+    requests = run([synthetic(duration_s=MAX_TIME_S)], horizon=100.0)
     assert requests and requests[-1].arrival < 100.0
     assert len(requests) == pytest.approx(500, abs=5 * 500**0.5)
 

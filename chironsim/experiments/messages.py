@@ -88,6 +88,7 @@ _SHORT = {
     "float_type": "must be a number", "float_parsing": "must be a number",
     "int_type": "must be a whole number", "int_parsing": "must be a whole number",
     "int_from_float": "must be a whole number",
+    "int_parsing_size": "must be a whole number of a sensible size (this one has too many digits)",
     "bool_type": "must be true or false", "bool_parsing": "must be true or false",
     "string_type": "must be a string",
     "finite_number": "must be a finite number",
