@@ -32,6 +32,9 @@ def simulation(pools: dict, specs: list[RequestSpec], queued=frozenset({"batch"}
                                   "output_tokens": {"kind": "fixed", "value": 10},
                                   "num_requests": 1}]},
         "cluster": {"model": engine_model, "gpu": "h100-sxm", "pools": pools},
+        # The Simulation below gets no autoscaler; a scaling policy here only lets a pool start
+        # empty (under 'static' the config check rejects a class no pool could ever serve).
+        "policy": {"kind": "reactive", "target": 1.0, "metric": "queue_length"},
     }, "<test>", Path.cwd())
     return Simulation(config.cluster, config.classes, iter(specs), LeastOutstandingRouter(), [],
                       duration_s=None, drain_s=3600, sample_interval_s=100.0,
