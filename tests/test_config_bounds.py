@@ -27,7 +27,6 @@ from chironsim.limits import (
     MAX_REQUESTS,
     MAX_SEED,
     MAX_TIME_S,
-    MAX_TOKENS,
 )
 from chironsim.workload.config import SpikeArrivals, StepArrivals
 from chironsim.workload.volume import expected_arrivals, mean_rate_segments, time_for
