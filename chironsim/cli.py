@@ -11,7 +11,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from chironsim.errors import ChironError
+from chironsim.errors import ChironError, RunLimitError
 from chironsim.limits import MAX_SEED
 
 EXIT_USER_ERROR = 2
@@ -49,6 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     try:
         result = run(config, base_dir, progress=progress)
+    except RunLimitError as err:  # found while running: the message names the key, not the file
+        raise RunLimitError(f"{args.config}: {err}") from None
     finally:
         if bar is not None:
             bar.close()

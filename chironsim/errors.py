@@ -49,3 +49,10 @@ class UnknownNameError(ChironError, KeyError):
         close = difflib.get_close_matches(self.name.lower(), [k.lower() for k in self.known], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return f"unknown {self.kind} {self.name!r}{hint} (known: {', '.join(sorted(self.known))})"
+
+
+class RunLimitError(ConfigError):
+    """A run outgrew a bound of :mod:`chironsim.limits` that could not be checked before it
+    started: a trace-driven run's length is known only once its trace has been read, so its
+    sample and tick counts are checked as the simulation goes. The message names the key to
+    change; the caller adds the file."""

@@ -43,9 +43,13 @@ MIN_SAMPLE_INTERVAL_S = 1e-3
 #: autoscaler and local-controller intervals: the same floor; real controllers tick every
 #: 0.1-60 s, and an interval of 1e-9 s would be a billion ticks per simulated second.
 MIN_POLICY_INTERVAL_S = 1e-3
-#: samples per pool, policy ticks per controller, or on/off periods per stream over one run:
-#: ten million rows is ~1 GB of timeseries, and ~10 minutes of policy work.
-MAX_PERIODIC_EVENTS = 10_000_000
+#: policy ticks per controller, or on/off periods per stream, over one run: each costs time,
+#: not memory (~20 µs a tick: 100M is about half an hour of policy work). A production week
+#: polled every 0.05 s (Llumnix) is 12M ticks.
+MAX_PERIODIC_EVENTS = 100_000_000
+#: timeseries rows over one run (samples × pools): each is held in memory (~550 B) until the run
+#: ends and then built into a table; 2M rows are ~1 GB, a week sampled every second in 3 pools.
+MAX_TIMESERIES_ROWS = 2_000_000
 
 # --- cluster ---------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from chironsim.experiments.spec import load_spec
 from chironsim.limits import (
     MAX_INSTANCES,
     MAX_PERIODIC_EVENTS,
+    MAX_TIMESERIES_ROWS,
     MAX_RATE,
     MAX_REQUESTS,
     MAX_SEED,
@@ -187,7 +188,17 @@ def test_sample_count_is_bounded_over_the_known_run() -> None:
     err = rejected(changed(duration_s=MAX_TIME_S / 2, sample_interval_s=0.5,
                            **{f"{STREAM}.duration_s": 100}))
     assert "sample_interval_s: 31,623,600 timeseries samples per pool" in err
-    assert f"at most {MAX_PERIODIC_EVENTS:,}" in err
+    assert f"at most {MAX_TIMESERIES_ROWS:,}" in err
+
+
+def test_sample_rows_are_bounded_over_all_pools() -> None:
+    data = changed(duration_s=86_400 * 7, **{f"{STREAM}.duration_s": 100})
+    data["cluster"]["pools"] = {name: {"instances": 1} for name in ("a", "b", "c")}
+    parse_config(data)  # a week sampled every second in three pools: 1.8M rows
+    data["cluster"]["pools"]["d"] = {"instances": 1}
+    err = rejected(data)
+    assert "duration_s: 605,400 timeseries samples per pool" in err
+    assert f"at most {MAX_TIMESERIES_ROWS // 4:,} ({MAX_TIMESERIES_ROWS:,} rows over 4 pools)" in err
 
 
 def test_policy_tick_count_is_bounded_over_the_known_run() -> None:
@@ -426,3 +437,31 @@ def test_every_shipped_scenario_still_validates(path: Path) -> None:
 
 def test_shipped_sweep_spec_still_validates() -> None:
     load_spec(REPO / "experiments" / "sweeps" / "quickstart_policies.yaml")
+
+
+def test_a_trace_driven_run_longer_than_its_sample_bound_stops_cleanly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace sets the run's length, so the sample bound is enforced while running: the run
+    stops with an error naming the file and the key, and writes nothing."""
+    import chironsim.sim.world as world
+    from chironsim.cli import main
+
+    monkeypatch.setattr(world, "MAX_TIMESERIES_ROWS", 100)
+    (tmp_path / "trace.csv").write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,100,10\n"
+        "2023-11-16 18:25:46.6805900,100,10\n")  # ten minutes later: 600 samples at 1 s
+    data = changed(**{"workload.streams.0": {"kind": "trace", "format": "azure",
+                                             "path": "trace.csv", "request_class": "interactive"}})
+    data.pop("duration_s", None)
+    (tmp_path / "scenario.yaml").write_text(yaml.safe_dump(data))
+    code = main(["run", str(tmp_path / "scenario.yaml"), "--quiet", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {tmp_path / 'scenario.yaml'}: more than 100 timeseries samples "
+                          "per pool (sample_interval_s = 1 s"), err
+    assert "raise the interval or set duration_s" in err
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(world, "MAX_TIMESERIES_ROWS", 1000)
+    assert main(["run", str(tmp_path / "scenario.yaml"), "--quiet", "--no-plots",
+                 "--out", str(tmp_path / "out")]) == 0

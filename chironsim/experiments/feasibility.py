@@ -18,7 +18,7 @@ from chironsim.catalog import get_gpu, get_model
 from chironsim.config_base import number_text
 from chironsim.errors import ChironError
 from chironsim.experiments.messages import KeyPath, dotted
-from chironsim.limits import MAX_PERIODIC_EVENTS
+from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.perf.memory import kv_capacity_blocks
 from chironsim.sim.config import ClusterConfig
 from chironsim.workload.volume import workload_problems
@@ -102,21 +102,24 @@ def volume_problems(config: ScenarioConfig) -> list[Problem]:
     else:
         return problems  # a trace sets the length; only the per-field floors apply
     policy = config.policy
+    pools = len(config.cluster.pools)
+    per_pool = MAX_TIMESERIES_ROWS // pools
     periodic = [(("sample_interval_s",), config.sample_interval_s, "timeseries samples per pool",
-                 "sample_interval_s" in config.model_fields_set)]
+                 "sample_interval_s" in config.model_fields_set, per_pool,
+                 f" ({number_text(MAX_TIMESERIES_ROWS)} rows over {pools} pools)" if pools > 1 else "")]
     ticks = getattr(policy, "tick_intervals", dict)()  # {} for a policy registered elsewhere
-    periodic += [(("policy", key), interval, "policy ticks", key in policy.model_fields_set)
+    periodic += [(("policy", key), interval, "policy ticks", key in policy.model_fields_set,
+                  MAX_PERIODIC_EVENTS, "")
                  for key, interval in ticks.items()]
-    for key, interval, counted, explicit in periodic:
+    for key, interval, counted, explicit, most, why in periodic:
         count = horizon / interval
-        if count > MAX_PERIODIC_EVENTS:
-            least = horizon / MAX_PERIODIC_EVENTS
+        if count > most:
+            least = horizon / most
             problems.append((key if explicit else long_key,
                              f"{number_text(math.ceil(count))} {counted} ({dotted(key)} = "
                              f"{interval:g} s over the run's {number_text(round(horizon))} s, "
-                             f"{what}); at most "
-                             f"{number_text(MAX_PERIODIC_EVENTS)}: set {dotted(key)} to at least "
-                             f"{least:.3g} s or shorten the run"))
+                             f"{what}); at most {number_text(most)}{why}: set {dotted(key)} to "
+                             f"at least {least:.3g} s or shorten the run"))
     return problems
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
-from chironsim.config_base import StrictModel
+from chironsim.config_base import StrictModel, check_result_name
 from chironsim.errors import ConfigError
 from chironsim.experiments.config import ScenarioConfig, validate_scenario
 from chironsim.experiments.fingerprint import config_json, file_digest
@@ -71,12 +71,18 @@ _KEY = re.compile(r"[^.\[\]\s]+(?:\[\d+\])*(?:\.[^.\[\]\s]+(?:\[\d+\])*)*")
 class SweepSpec(StrictModel):
     """The schema of a sweep file (see the module docstring)."""
 
-    name: str = Field(min_length=1)
+    name: str
     base: str | dict[str, Any]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     replications: int | None = Field(None, ge=1, le=MAX_POINTS)
     metrics: tuple[str, ...] = DEFAULT_METRICS
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        """The sweep writes ``results/<name>`` unless ``--out`` says otherwise: one safe folder."""
+        return check_result_name(name)
 
 
 @dataclass(frozen=True)

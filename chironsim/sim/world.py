@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 import simpy
 
+from chironsim.errors import RunLimitError
+from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
 from chironsim.policies.base import Autoscaler, Router
@@ -75,15 +77,29 @@ class Simulation:
         self._arrivals_done = True
         self._check_done()
 
+    # Validation bounds these counts when it knows the run's length; a trace-driven run's is
+    # known only as it goes, so the loops stop there too (one spare: the sample at t = 0).
     def _ticker(self, autoscaler: Autoscaler):
-        while True:
+        for _ in range(MAX_PERIODIC_EVENTS + 1):
             yield self.env.timeout(autoscaler.interval)
             self.cluster.apply(autoscaler.on_tick(self.cluster.view()))
+        raise self._too_many("policy ticks", f"the policy's interval of {autoscaler.interval:g} s",
+                             MAX_PERIODIC_EVENTS)
 
     def _sampler(self):
-        while True:
+        most = MAX_TIMESERIES_ROWS // len(self.cluster.pools)
+        for _ in range(most + 1):
             self._sample()
             yield self.env.timeout(self.sample_interval_s)
+        raise self._too_many("timeseries samples per pool",
+                             f"sample_interval_s = {self.sample_interval_s:g} s", most)
+
+    def _too_many(self, counted: str, cause: str, most: int) -> RunLimitError:
+        """A run longer than validation could know (a trace sets its length) hit a count bound."""
+        return RunLimitError(
+            f"more than {most:,} {counted} ({cause}; the run had reached "
+            f"t = {self.env.now:,.0f} s, last arrival at {self.last_arrival:,.0f} s): "
+            f"raise the interval or set duration_s")
 
     def _sample(self) -> None:
         now = self.env.now

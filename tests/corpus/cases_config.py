@@ -200,7 +200,7 @@ CASES: list[Case] = [
     bad("config-too-many-samples",
         {"duration_s": 3e7, "sample_interval_s": 1.0, f"{STREAM}.arrival.rate": 0.01,
          f"{STREAM}.duration_s": 3e7}, "sample_interval_s:",
-        "sample_interval_s: 30,000,060 timeseries samples per pool", "at most 10,000,000"),
+        "sample_interval_s: 30,000,060 timeseries samples per pool", "at most 2,000,000"),
 
     # --- bounds: cluster and policies ---------------------------------------------------------
     bad("config-instances-million", {f"{POOL}.instances": 1_000_000}, "instances: 1000000",
