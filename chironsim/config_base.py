@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from chironsim.limits import MAX_NAME_LENGTH
+from chironsim.limits import MAX_INSTANCES, MAX_NAME_LENGTH, MAX_TIME_S, MIN_POLICY_INTERVAL_S
 
 
 class StrictModel(BaseModel):
@@ -96,3 +96,16 @@ def check_result_name(name: str) -> str:
         raise ValueError("may use only letters, digits and _ . + = , @ - (and not start with "
                          "one of . + = , @ -)")
     return name
+
+
+# --- bounded types that more than one schema uses ---------------------------------------------
+
+#: a time, delay or window: zero up to a year
+Seconds = limited(float, MAX_TIME_S, "s", ge=0)
+#: a length of time that must be positive
+PositiveSeconds = limited(float, MAX_TIME_S, "s", gt=0)
+#: a controller's tick: positive, and not so small that ticking alone is the whole run
+PolicyInterval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_POLICY_INTERVAL_S)
+#: instances a pool holds or a policy may ask for
+InstanceCount = limited(int, MAX_INSTANCES, "instances", ge=0)
+PositiveInstanceCount = limited(int, MAX_INSTANCES, "instances", ge=1)

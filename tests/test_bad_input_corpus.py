@@ -9,7 +9,6 @@ memory blow-up is a failure, not a long wait) and leave every file and folder as
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import resource
 import signal

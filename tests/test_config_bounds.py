@@ -7,7 +7,6 @@ the allowed range; each value at the edge of a bound, and every shipped config, 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from corpus import case as corpus_case
 
 from chironsim.catalog import get_model, list_gpus
 from chironsim.errors import ConfigError
@@ -22,7 +22,6 @@ from chironsim.experiments.config import load_config, parse_config
 from chironsim.experiments.spec import load_spec
 from chironsim.limits import (
     MAX_INSTANCES,
-    MAX_PERIODIC_EVENTS,
     MAX_TIMESERIES_ROWS,
     MAX_RATE,
     MAX_REQUESTS,
@@ -52,14 +51,7 @@ BASE: dict[str, Any] = {
 
 def changed(**changes: Any) -> dict[str, Any]:
     """BASE with dotted-key changes (``"workload.streams.0.arrival.rate": 5``)."""
-    data = copy.deepcopy(BASE)
-    for key, value in changes.items():
-        node: Any = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-        node[int(last) if isinstance(node, list) else last] = value
-    return data
+    return corpus_case.changed(BASE, **changes)
 
 
 def rejected(data: dict[str, Any]) -> str:

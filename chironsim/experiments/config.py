@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from chironsim.config_base import ConfigModel, check_result_name, limited
+from chironsim.config_base import ConfigModel, PositiveSeconds, Seconds, check_result_name, limited
 from chironsim.errors import ChironError, ConfigError
 from chironsim.experiments.feasibility import feasibility_problems
 from chironsim.experiments.messages import KeyPath, describe, did_you_mean, dotted
@@ -35,7 +35,6 @@ from chironsim.sim.config import ClusterConfig
 from chironsim.workload.config import WorkloadConfig
 
 Seed = limited(int, MAX_SEED, "", ge=0)
-WindowSeconds = limited(float, MAX_TIME_S, "s", ge=0)
 SampleInterval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_SAMPLE_INTERVAL_S)
 # Validation context flag: cross references are then checked by parse_config, which can
 # point at the offending key, instead of by the model validator, which can only say "<root>".
@@ -54,10 +53,10 @@ class ScenarioConfig(ConfigModel):
 
     name: str = Field("scenario", description="results folder name: results/<name>")
     seed: Seed = 0
-    duration_s: limited(float, MAX_TIME_S, "s", gt=0) | None = Field(
+    duration_s: PositiveSeconds | None = Field(
         None, description="observation window: arrivals at or after it are dropped and instances "
         "are billed at least until it; None = until the workload ends")
-    drain_s: WindowSeconds = Field(600.0, description="time after the window (or last arrival) "
+    drain_s: Seconds = Field(600.0, description="time after the window (or last arrival) "
                                    "for in-flight requests to finish; the rest are 'unfinished'")
     sample_interval_s: SampleInterval = Field(1.0, description="timeseries sampling period")
     classes: dict[str, RequestClassSpec] = Field(

@@ -24,10 +24,14 @@ class SLOSpec(ConfigModel):
     deadline: bool = Field(default=False, description="require finishing by the request's deadline")
 
 
+#: a class's scheduling priority (lower is served first)
+Priority = limited(int, MAX_PRIORITY, "", ge=-MAX_PRIORITY)
+
+
 class RequestClassSpec(ConfigModel):
     """A named class of requests: its scheduling priority (lower is served first) and its SLO."""
 
-    priority: limited(int, MAX_PRIORITY, "", ge=-MAX_PRIORITY) = 0
+    priority: Priority = 0
     slo: SLOSpec = SLOSpec()
 
 

@@ -48,9 +48,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from chironsim.config_base import ConfigModel, limited
+from chironsim.config_base import (
+    ConfigModel,
+    InstanceCount,
+    PolicyInterval,
+    PositiveInstanceCount,
+    Seconds,
+)
 from chironsim.errors import UnknownNameError
-from chironsim.limits import MAX_INSTANCES, MAX_TIME_S, MIN_POLICY_INTERVAL_S
 from chironsim.policies.actions import ScaleTo
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.observation import READY, ClusterView, PoolView
@@ -65,8 +70,6 @@ _FRACTION_METRICS = ("utilization", "kv_utilization")
 _CEIL_SLACK = 1e-9
 
 # Bounded number types (chironsim.limits says why each bound is what it is).
-Interval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_POLICY_INTERVAL_S)
-Window = limited(float, MAX_TIME_S, "s", ge=0)
 
 
 class ReactivePolicyConfig(ConfigModel):
@@ -80,13 +83,13 @@ class ReactivePolicyConfig(ConfigModel):
     metric: ReactiveMetric = "utilization"
     target: float = Field(gt=0, allow_inf_nan=False)
     tolerance: float = Field(0.1, ge=0, lt=1, allow_inf_nan=False)
-    interval_s: Interval = 15.0
-    scale_up_stabilization_s: Window = 0.0
-    scale_down_stabilization_s: Window = 300.0
-    cooldown_s: Window = 60.0
-    min_instances: limited(int, MAX_INSTANCES, "instances", ge=0) = 1
-    max_instances: limited(int, MAX_INSTANCES, "instances", ge=1) = 64
-    max_step: limited(int, MAX_INSTANCES, "instances", ge=1) | None = None
+    interval_s: PolicyInterval = 15.0
+    scale_up_stabilization_s: Seconds = 0.0
+    scale_down_stabilization_s: Seconds = 300.0
+    cooldown_s: Seconds = 60.0
+    min_instances: InstanceCount = 1
+    max_instances: PositiveInstanceCount = 64
+    max_step: PositiveInstanceCount | None = None
 
     @field_validator("pools")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from chironsim.config_base import ConfigModel, limited
+from chironsim.config_base import ConfigModel, InstanceCount, limited
 from chironsim.limits import (
     MAX_BANDWIDTH_GBPS,
     MAX_BLOCK_SIZE,
@@ -23,7 +23,6 @@ from chironsim.limits import (
 )
 
 # Bounded number types (see chironsim.limits for why each bound is what it is).
-Instances = limited(int, MAX_INSTANCES, "instances", ge=0)
 Sequences = limited(int, MAX_NUM_SEQS, "sequences", ge=1)
 Tokens = limited(int, MAX_TOKENS, "tokens", ge=1)
 BlockTokens = limited(int, MAX_BLOCK_SIZE, "tokens", ge=1)
@@ -63,13 +62,13 @@ class LifecycleConfig(ConfigModel):
 class PoolConfig(ConfigModel):
     """One pool of identical instances."""
 
-    instances: Instances = Field(1, description="instances at time 0 (warm, already ready)")
+    instances: InstanceCount = Field(1, description="instances at time 0 (warm, already ready)")
     tp: int = Field(1, ge=1, description="tensor-parallel degree (GPUs per instance)")
     gpu: str | None = Field(None, description="GPU name; default the cluster's")
     model: str | None = Field(None, description="model name; default the cluster's")
     classes: list[str] | None = Field(None, description="request classes this pool serves; None = all")
-    min_instances: Instances = 0
-    max_instances: Instances = Field(
+    min_instances: InstanceCount = 0
+    max_instances: InstanceCount = Field(
         MAX_INSTANCES, description="most instances the pool may hold (default: the cap per pool)")
     engine: EngineConfig | None = None
     evict_lower_priority: bool = Field(

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from chironsim.config_base import ConfigModel, limited
+from chironsim.config_base import ConfigModel, PositiveSeconds, Seconds, limited
 from chironsim.limits import (
     MAX_GAMMA_CV,
     MIN_GAMMA_CV,
@@ -37,8 +37,6 @@ MAX_ZIPF_SUPPORT = 10_000_000
 # Bounded number types (chironsim.limits says why each bound is what it is).
 Rate = limited(float, MAX_RATE, "arrivals/s", gt=0, floor=MIN_POSITIVE_RATE)
 RateOrZero = limited(float, MAX_RATE, "arrivals/s", ge=0, floor=MIN_POSITIVE_RATE)
-Time = limited(float, MAX_TIME_S, "s", ge=0)
-Duration = limited(float, MAX_TIME_S, "s", gt=0)
 Period = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_PERIOD_S)
 TokenCount = limited(int, MAX_TOKENS, "tokens", ge=1)
 TokenScale = limited(float, MAX_TOKENS, "tokens", gt=0)
@@ -126,8 +124,8 @@ class SpikeArrivals(ConfigModel):
     kind: Literal["spike"] = "spike"
     base_rate: RateOrZero = Field(description="arrivals per second outside the spike")
     spike_rate: Rate = Field(description="arrivals per second during the spike")
-    start_s: Time = Field(description="spike start, seconds after the stream's start")
-    duration_s: Duration = Field(description="spike length (s)")
+    start_s: Seconds = Field(description="spike start, seconds after the stream's start")
+    duration_s: PositiveSeconds = Field(description="spike length (s)")
 
 
 class StepArrivals(ConfigModel):
@@ -138,7 +136,7 @@ class StepArrivals(ConfigModel):
 
     kind: Literal["step"] = "step"
     rates: list[RateOrZero] = Field(min_length=1)
-    times: list[Time] = Field(min_length=1)
+    times: list[Seconds] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _check_steps(self) -> StepArrivals:
@@ -309,12 +307,12 @@ class TraceStream(ConfigModel):
     request_class: str = "default"
     time_window: tuple[float, float] | None = None
     rate_scale: RateScale = 1.0
-    start: Time = 0.0
+    start: Seconds = 0.0
     max_prompt_tokens: TokenCount | None = None
     max_output_tokens: TokenCount | None = None
     limit: RequestCount | None = Field(default=None, description="max requests taken")
-    deadline: Duration | None = Field(default=None, description="seconds after arrival")
-    reorder_window_s: Time = 1.0
+    deadline: PositiveSeconds | None = Field(default=None, description="seconds after arrival")
+    reorder_window_s: Seconds = 1.0
 
     @field_validator("time_window")
     @classmethod
@@ -341,11 +339,11 @@ class SyntheticStream(_LengthsMixin):
 
     kind: Literal["synthetic"] = "synthetic"
     arrival: Arrival
-    duration_s: Duration | None = None
+    duration_s: PositiveSeconds | None = None
     num_requests: RequestCount | None = None
-    start: Time = 0.0
+    start: Seconds = 0.0
     request_class: str = "default"
-    deadline: Duration | None = Field(default=None, description="seconds after arrival")
+    deadline: PositiveSeconds | None = Field(default=None, description="seconds after arrival")
 
     @model_validator(mode="after")
     def _check_end(self) -> SyntheticStream:
@@ -363,9 +361,9 @@ class BatchStream(_LengthsMixin):
 
     kind: Literal["batch"] = "batch"
     num_requests: RequestCount
-    submit_at: Time = 0.0
-    window_s: Time = 0.0
-    deadline_s: Duration
+    submit_at: Seconds = 0.0
+    window_s: Seconds = 0.0
+    deadline_s: PositiveSeconds
     request_class: str = "batch"
 
 

@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import scenarios
 import yaml
 
 
@@ -34,24 +35,7 @@ class Case:
 
 def light_scenario(**top: Any) -> dict[str, Any]:
     """A valid scenario that simulates in a fraction of a second (cases mutate a copy)."""
-    data: dict[str, Any] = {
-        "name": "corpus",
-        "seed": 1,
-        "duration_s": 20,
-        "drain_s": 60,
-        "classes": {"interactive": {"slo": {"ttft": 2.0, "tpot": 0.1}}},
-        "workload": {"streams": [{
-            "kind": "synthetic",
-            "request_class": "interactive",
-            "arrival": {"kind": "poisson", "rate": 2.0},
-            "prompt_tokens": {"kind": "fixed", "value": 100},
-            "output_tokens": {"kind": "fixed", "value": 20},
-            "duration_s": 20,
-        }]},
-        "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm",
-                    "pools": {"default": {"instances": 1}}},
-        "output": {"plots": False},
-    }
+    data = scenarios.light_scenario("corpus", seed=1, duration_s=20, output={"plots": False})
     data.update(copy.deepcopy(top))
     return data
 

@@ -12,14 +12,18 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from chironsim.config_base import ConfigModel, limited
-from chironsim.limits import MAX_INSTANCES, MAX_NUM_SEQS, MAX_TIME_S, MIN_POLICY_INTERVAL_S
+from chironsim.config_base import (
+    ConfigModel,
+    InstanceCount,
+    PolicyInterval,
+    PositiveInstanceCount,
+    Seconds,
+    limited,
+)
+from chironsim.limits import MAX_NUM_SEQS
 
 # Bounded number types (chironsim.limits says why each bound is what it is).
-Interval = limited(float, MAX_TIME_S, "s", gt=0, floor=MIN_POLICY_INTERVAL_S)
-Delay = limited(float, MAX_TIME_S, "s", ge=0)
 BatchLimit = limited(int, MAX_NUM_SEQS, "sequences", ge=1)
-InstanceCap = limited(int, MAX_INSTANCES, "instances", ge=1)
 
 
 def _default_itl_slo() -> dict[str, float]:
@@ -61,14 +65,14 @@ class ChironPolicyConfig(ConfigModel):
         "(spec default; SageServe's re-implementation uses the same 0.7)")
 
     # --- local autoscaler -----------------------------------------------------------------
-    local_interval: Interval = Field(1.0,
+    local_interval: PolicyInterval = Field(1.0,
                                   description="seconds between local ticks (reconstruction)")
     alpha: float = Field(0.3, gt=0, le=1, allow_inf_nan=False,
                          description="EWMA weight of the newest ITL sample (reconstruction)")
     epsilon: float = Field(0.05, ge=0, allow_inf_nan=False,
                            description="relative throughput gain that justifies doubling the "
                            "batch limit again (reconstruction)")
-    probe_holdoff_s: Delay = Field(10.0,
+    probe_holdoff_s: Seconds = Field(10.0,
                                    description="after an ITL-driven halving, seconds before the "
                                    "limit may be probed upward again (reconstruction)")
     b_min: BatchLimit = Field(1, description="smallest max_num_seqs (reconstruction)")
@@ -92,7 +96,7 @@ class ChironPolicyConfig(ConfigModel):
         "SLOs. Classes not listed impose no ITL target")
 
     # --- global autoscaler: interactive side ----------------------------------------------
-    global_interval: Interval = Field(5.0,
+    global_interval: PolicyInterval = Field(5.0,
                                    description="seconds between global ticks (spec default)")
     ibp_high: float = Field(0.6, ge=0, le=1, allow_inf_nan=False,
                             description="interactive backpressure above which an interactive "
@@ -100,7 +104,7 @@ class ChironPolicyConfig(ConfigModel):
     ibp_low: float = Field(0.3, ge=0, le=1, allow_inf_nan=False,
                            description="interactive backpressure below which, held for "
                            "scale_down_delay, an interactive instance is removed (spec default)")
-    scale_down_delay: Delay = Field(60.0,
+    scale_down_delay: Seconds = Field(60.0,
                                     description="hysteresis before each interactive scale-down "
                                     "(s, spec default)")
     near_limit_fraction: float = Field(
@@ -117,19 +121,19 @@ class ChironPolicyConfig(ConfigModel):
     mixed_fraction: float = Field(0.25, ge=0, allow_inf_nan=False,
                                   description="mixed instances per interactive instance, at "
                                   "least one (spec default)")
-    min_interactive: limited(int, MAX_INSTANCES, "instances", ge=0) = Field(1, description="fewest interactive instances")
-    max_interactive_instances: InstanceCap = Field(50, description="most interactive instances "
+    min_interactive: InstanceCount = Field(1, description="fewest interactive instances")
+    max_interactive_instances: PositiveInstanceCount = Field(50, description="most interactive instances "
                                            "(the evaluation used up to 50 GPUs; reconstruction)")
-    max_mixed_instances: InstanceCap = Field(50, description="most mixed instances "
+    max_mixed_instances: PositiveInstanceCount = Field(50, description="most mixed instances "
                                      "(reconstruction, as above)")
-    max_batch_instances: InstanceCap = Field(50, description="most batch instances "
+    max_batch_instances: PositiveInstanceCount = Field(50, description="most batch instances "
                                      "(reconstruction, as above)")
 
     # --- global autoscaler: batch side ----------------------------------------------------
     z: float = Field(1.64, ge=0, allow_inf_nan=False,
                      description="standard normal quantile of the waiting-time bound "
                      "(one-sided 95 %; reconstruction)")
-    cold_start_s: Delay = Field(60.0,
+    cold_start_s: Seconds = Field(60.0,
                                 description="time a new batch instance needs before it serves "
                                 "(reconstruction; set it from the scenario's lifecycle)")
     batch_instance_throughput_tokens_s: float = Field(
