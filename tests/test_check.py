@@ -255,11 +255,11 @@ def _refused(path: Path, text: str, capsys: pytest.CaptureFixture, *fragments: s
 
 @pytest.mark.parametrize(("old", "new", "fragment"), [
     ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: .inf, rel_tol: 0.02}",
-     "ttft_p50.abs_tol: Input should be a finite number"),
+     "ttft_p50.abs_tol: must be a finite number"),
     ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: 0.0001, rel_tol: .nan}",
-     "ttft_p50.rel_tol: Input should be a finite number"),
+     "ttft_p50.rel_tol: must be a finite number"),
     ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: -0.0001, rel_tol: 0.02}",
-     "ttft_p50.abs_tol: Input should be greater than or equal to 0"),
+     "ttft_p50.abs_tol: must be greater than or equal to 0"),
     ("abs_tol: 0.0001, rel_tol: 0.02}", "abs_tol: 0.0001, rel_tol: 1.0}",
      "ttft_p50.rel_tol: must be below 1"),
     ("abs_tol: 0.01, rel_tol: 0.02}", "abs_tol: 1.0, rel_tol: 0.02}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import json
 import math
 import os
@@ -160,7 +161,7 @@ def _describe(error: Any) -> tuple[tuple, str]:
         return loc, "missing (required)"
     shown = error.get("input")
     got = "" if isinstance(shown, (dict, list)) or shown is None else f" (got {shown!r})"
-    msg = error["msg"].removeprefix("Value error, ")
+    msg = re.sub(r"^(Input|Value) should", "must", error["msg"].removeprefix("Value error, "))
     if loc[:1] == ("baseline",) and kind in ("dict_type", "model_type"):
         msg = ("must map request class → metric → {value, abs_tol, rel_tol}"
                if len(loc) < 3 else "must be a mapping {value, abs_tol, rel_tol}")
