@@ -13,9 +13,10 @@ first broken rule:
   whatever they import from their own package) import no SimPy: policies see frozen views only;
 - the same seed and the same views give identical actions and routes (no hidden global state,
   no unseeded randomness);
-- every action is a known :data:`~chironsim.policies.actions.Action`, names a pool or instance
-  that is in the view, keeps ``ScaleTo`` within the pool's ``[min_instances, max_instances]``
-  and ``SetMaxNumSeqs`` at 1 or more;
+- every action is of a registered type (:func:`~chironsim.contract.actions.action_type`) and
+  its own ``problem(view)`` finds nothing wrong: e.g. it names a pool or instance that is in
+  the view, keeps ``ScaleTo`` within the pool's ``[min_instances, max_instances]`` and
+  ``SetMaxNumSeqs`` at 1 or more;
 - the router returns one of the candidates' ids (or ``None``, which the Router protocol allows
   for holding a request).
 
@@ -38,23 +39,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from chironsim.policies.actions import Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.contract.actions import action_problem
 from chironsim.policies.bundle import PolicyBundle
-from chironsim.policies.observation import (
-    DRAINING,
-    LOADING,
-    PROVISIONING,
-    READY,
-    STOPPED,
-    ClusterView,
-    InstanceView,
-    PoolView,
-    QueueView,
-    RequestView,
-)
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.views import ClusterView, InstanceView, PoolView, QueueView, RequestView
 from chironsim.policies.registry import build_policy
 
-__all__ = ["check_policy", "default_views", "simpy_imports"]
+__all__ = ["check_policy", "default_views", "forbidden_imports", "simpy_imports"]
 
 Builder = Callable[[np.random.Generator], PolicyBundle]
 
@@ -252,9 +243,18 @@ def _imports(name: str, path: Path) -> list[str]:
 def simpy_imports(modules: Iterable[str]) -> dict[str, list[str]]:
     """Which of ``modules``, or the modules they import from their own top-level package
     (followed transitively, parent packages included), import SimPy: {module: [imports]}."""
+    return forbidden_imports(modules, "simpy")
+
+
+def forbidden_imports(modules: Iterable[str], forbidden: str) -> dict[str, list[str]]:
+    """Which of ``modules``, or the modules they import from their own top-level package
+    (followed transitively, parent packages included), import ``forbidden`` or a module
+    inside it: {module: [imports]}. Layering rules (policies import no SimPy; ``sim/``
+    imports nothing from ``policies/``) are checked with it."""
     todo = list(modules)
     seen: set[str] = set()
     offenders: dict[str, list[str]] = {}
+    inside = forbidden + "."
     while todo:
         name = todo.pop()
         if name in seen:
@@ -267,10 +267,9 @@ def simpy_imports(modules: Iterable[str]) -> dict[str, list[str]]:
         parts = name.split(".")
         todo.extend(".".join(parts[:k]) for k in range(2, len(parts)))  # parent packages
         for imported in _imports(name, path):
-            root = imported.split(".")[0]
-            if root == "simpy":
+            if imported == forbidden or imported.startswith(inside):
                 offenders.setdefault(name, []).append(imported)
-            elif root == top and top != "":
+            elif imported.split(".")[0] == top and top != "":
                 todo.append(imported)
     return {name: sorted(set(found)) for name, found in offenders.items()}
 
@@ -299,29 +298,6 @@ def _request_classes(views: Sequence[ClusterView]) -> list[tuple[str, int]]:
         for name in view.queues:
             classes.setdefault(name, len(classes))
     return list(classes.items())
-
-
-def _check_action(action: object, view: ClusterView) -> str | None:
-    """Why ``action`` is invalid against ``view``, or None."""
-    ids = {inst.instance_id for pool in view.pools.values() for inst in pool.instances}
-    if isinstance(action, ScaleTo):
-        pool = view.pools.get(action.pool)
-        if pool is None:
-            return f"{action!r} names no pool in the view (pools: {sorted(view.pools)})"
-        if not isinstance(action.instances, int) or not (
-                pool.min_instances <= action.instances <= pool.max_instances):
-            return (f"{action!r} is outside pool {pool.name!r} bounds "
-                    f"[{pool.min_instances}, {pool.max_instances}]")
-        return None
-    if isinstance(action, Drain):
-        return None if action.instance_id in ids else f"{action!r} names no instance in the view"
-    if isinstance(action, SetMaxNumSeqs):
-        if action.instance_id not in ids:
-            return f"{action!r} names no instance in the view"
-        if not isinstance(action.max_num_seqs, int) or action.max_num_seqs < 1:
-            return f"{action!r} sets max_num_seqs below 1"
-        return None
-    return f"{action!r} is not a known action (ScaleTo, Drain, SetMaxNumSeqs)"
 
 
 def _build(builder: Builder, seed: int, label: str) -> PolicyBundle:
@@ -360,7 +336,7 @@ def _drive(bundle: PolicyBundle, views: Sequence[ClusterView],
                 raise AssertionError(f"{where}: {type(scaler).__name__}.on_tick raised "
                                      f"{type(exc).__name__}: {exc}") from exc
             for action in actions:
-                problem = _check_action(action, view)
+                problem = action_problem(action, view)
                 if problem is not None:
                     raise AssertionError(f"{where}: {type(scaler).__name__} returned {problem}")
             trace.append(("tick", index, k, tuple(actions)))

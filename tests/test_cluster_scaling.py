@@ -7,8 +7,8 @@ instances (drain one, start another) briefly runs above its budget.
 
 from __future__ import annotations
 
-from chironsim.policies.actions import Drain, ScaleTo
-from chironsim.policies.observation import DRAINING, STOPPED
+from chironsim.contract.actions import Drain, ScaleTo
+from chironsim.contract.states import DRAINING, STOPPED
 from scenarios import build_simulation, light_scenario
 
 

@@ -10,7 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from chironsim.errors import UnknownNameError
-from chironsim.policies.actions import ScaleTo, SetMaxNumSeqs
+from chironsim.contract.actions import ScaleTo, SetMaxNumSeqs
 from chironsim.policies.chiron import (
     ChironGlobalAutoscaler,
     ChironLocalAutoscaler,
@@ -18,15 +18,8 @@ from chironsim.policies.chiron import (
     ChironRouter,
     build_chiron,
 )
-from chironsim.policies.observation import (
-    PROVISIONING,
-    READY,
-    ClusterView,
-    InstanceView,
-    PoolView,
-    QueueView,
-    RequestView,
-)
+from chironsim.contract.states import PROVISIONING, READY
+from chironsim.contract.views import ClusterView, InstanceView, PoolView, QueueView, RequestView
 from chironsim.policies.registry import PolicyConfig, build_policy, parse_policy_config
 
 CFG = ChironPolicyConfig()

@@ -7,16 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from chironsim.errors import UnknownNameError
-from chironsim.policies.actions import ScaleTo
-from chironsim.policies.observation import (
-    DRAINING,
-    LOADING,
-    PROVISIONING,
-    READY,
-    ClusterView,
-    InstanceView,
-    PoolView,
-)
+from chironsim.contract.actions import ScaleTo
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
+from chironsim.contract.views import ClusterView, InstanceView, PoolView
 from chironsim.policies.reactive import ReactiveAutoscaler, ReactivePolicyConfig, measure
 
 SEATS = 10

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from chironsim.config_base import StrictModel
 from chironsim.errors import UnknownNameError
 from chironsim.policies import registry
-from chironsim.policies.base import Autoscaler, Router
+from chironsim.contract.protocols import Autoscaler, Router
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.reactive import ReactiveAutoscaler, ReactivePolicyConfig
 from chironsim.policies.registry import (

@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chironsim.policies.base import Router
-from chironsim.policies.observation import READY, InstanceView, RequestView
+from chironsim.contract.protocols import Router
+from chironsim.contract.states import READY
+from chironsim.contract.views import InstanceView, RequestView
 from chironsim.policies.routers import (
     KVAwareRouter,
     LeastOutstandingRouter,

@@ -10,10 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from chironsim.policies.actions import Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.contract.actions import Drain, ScaleTo, SetMaxNumSeqs
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.chiron import ChironPolicyConfig
-from chironsim.policies.observation import DRAINING, LOADING, PROVISIONING, READY
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.policies.reactive import ReactivePolicyConfig
 from chironsim.policies.routers import RoundRobinRouter
 from chironsim.policies.static import StaticPolicyConfig
@@ -100,7 +100,7 @@ def test_a_well_behaved_builder_passes():
     (lambda v: [Drain("ghost-7")], "names no instance"),
     (lambda v: [SetMaxNumSeqs("interactive-0", 0)], "below 1"),
     (lambda v: [SetMaxNumSeqs("ghost", 8)], "names no instance"),
-    (lambda v: ["scale up please"], "not a known action"),
+    (lambda v: ["scale up please"], "not a registered action"),
     (lambda v: [ScaleTo("batch", 2)] if v.time < 100 else 1 / 0, "ZeroDivisionError"),
 ])
 def test_invalid_actions_are_reported_with_the_view(make, message):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from chironsim.policies.actions import Drain, ScaleTo
-from chironsim.policies.observation import LOADING
+from chironsim.contract.actions import Drain, ScaleTo
+from chironsim.contract.states import LOADING
 from chironsim.sim.weight_store import WeightStore
 from scenarios import build_simulation, light_scenario
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from chironsim.policies.actions import Action
-from chironsim.policies.observation import ClusterView, InstanceView, RequestView
+from chironsim.contract.actions import Action
+from chironsim.contract.views import ClusterView, InstanceView, RequestView
 
 
 @runtime_checkable

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Instance lifecycle states, in order.
-PROVISIONING = "provisioning"
-LOADING = "loading"
-READY = "ready"
-DRAINING = "draining"
-STOPPED = "stopped"
-LIFECYCLE_STATES = (PROVISIONING, LOADING, READY, DRAINING, STOPPED)
+from chironsim.contract.states import LOADING, PROVISIONING, READY
 
 
 @dataclass(frozen=True, slots=True)

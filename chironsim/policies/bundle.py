@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chironsim.policies.base import Autoscaler, Router
+from chironsim.contract.protocols import Autoscaler, Router
 
 
 @dataclass

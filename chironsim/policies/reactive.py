@@ -56,9 +56,10 @@ from chironsim.config_base import (
     Seconds,
 )
 from chironsim.errors import UnknownNameError
-from chironsim.policies.actions import ScaleTo
+from chironsim.contract.actions import ScaleTo
 from chironsim.policies.bundle import PolicyBundle
-from chironsim.policies.observation import READY, ClusterView, PoolView
+from chironsim.contract.states import READY
+from chironsim.contract.views import ClusterView, PoolView
 from chironsim.policies.routers import RouterConfig, build_router
 
 ReactiveMetric = Literal["utilization", "queue_length", "kv_utilization"]

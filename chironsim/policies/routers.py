@@ -14,8 +14,8 @@ from typing import Literal
 import numpy as np
 
 from chironsim.config_base import StrictModel
-from chironsim.policies.base import Router
-from chironsim.policies.observation import InstanceView, RequestView
+from chironsim.contract.protocols import Router
+from chironsim.contract.views import InstanceView, RequestView
 
 
 class RoundRobinRouter:

@@ -17,11 +17,10 @@ from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
-from chironsim.policies.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
-from chironsim.policies.base import Router
-from chironsim.policies.observation import (
-    DRAINING, LOADING, PROVISIONING, READY, STOPPED, ClusterView, PoolView, RequestView,
-)
+from chironsim.contract.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.contract.protocols import Router
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.views import ClusterView, PoolView, RequestView
 from chironsim.sim import request as rq
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
 from chironsim.sim.global_queue import GlobalQueue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import math
 
-from chironsim.policies.observation import QueueView
+from chironsim.contract.views import QueueView
 from chironsim.sim.request import Request
 
 

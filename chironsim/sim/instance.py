@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from chironsim.policies.observation import (
-    DRAINING, LOADING, PROVISIONING, READY, STOPPED, InstanceView,
-)
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
 from chironsim.sim.allocator import KVBlockAllocator
 from chironsim.sim.decode_set import DecodeSet, RunningMax

@@ -15,8 +15,8 @@ from chironsim.errors import RunLimitError
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
-from chironsim.policies.base import Autoscaler, Router
-from chironsim.policies.observation import DRAINING, LOADING, PROVISIONING, READY
+from chironsim.contract.protocols import Autoscaler, Router
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.sim.cluster import Cluster
 from chironsim.sim.config import ClusterConfig
 from chironsim.sim.request import Request

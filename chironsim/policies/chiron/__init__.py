@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chironsim.policies.base import Autoscaler
+from chironsim.contract.protocols import Autoscaler
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.chiron.config import ChironPolicyConfig
 from chironsim.policies.chiron.local import ChironLocalAutoscaler

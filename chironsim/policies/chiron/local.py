@@ -36,9 +36,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chironsim.policies.actions import SetMaxNumSeqs
+from chironsim.contract.actions import SetMaxNumSeqs
 from chironsim.policies.chiron.config import ChironPolicyConfig
-from chironsim.policies.observation import READY, ClusterView, InstanceView
+from chironsim.contract.states import READY
+from chironsim.contract.views import ClusterView, InstanceView
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chironsim.policies.chiron.config import ChironPolicyConfig
-from chironsim.policies.observation import InstanceView, RequestView
+from chironsim.contract.views import InstanceView, RequestView
 
 
 def _less_loaded(best: InstanceView | None, inst: InstanceView) -> InstanceView:

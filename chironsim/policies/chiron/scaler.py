@@ -57,17 +57,10 @@ import math
 from collections.abc import Iterator
 
 from chironsim.errors import UnknownNameError
-from chironsim.policies.actions import ScaleTo
+from chironsim.contract.actions import ScaleTo
 from chironsim.policies.chiron.config import ChironPolicyConfig
-from chironsim.policies.observation import (
-    LOADING,
-    PROVISIONING,
-    READY,
-    ClusterView,
-    InstanceView,
-    PoolView,
-    QueueView,
-)
+from chironsim.contract.states import LOADING, PROVISIONING, READY
+from chironsim.contract.views import ClusterView, InstanceView, PoolView, QueueView
 
 # Guards ceil() against float noise: a need of exactly 3.0000000001 instances stays 3.
 _CEIL_SLACK = 1e-9

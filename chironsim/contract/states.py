@@ -1,0 +1,14 @@
+"""Instance lifecycle states, in order (DESIGN §2).
+
+Plain strings, so views stay cheap to build and compare; the simulator moves an instance
+through them and policies read them from views.
+"""
+
+from __future__ import annotations
+
+PROVISIONING = "provisioning"
+LOADING = "loading"
+READY = "ready"
+DRAINING = "draining"
+STOPPED = "stopped"
+LIFECYCLE_STATES = (PROVISIONING, LOADING, READY, DRAINING, STOPPED)
