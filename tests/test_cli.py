@@ -155,7 +155,7 @@ def test_cross_references_are_still_checked_without_the_cli() -> None:
 @pytest.mark.parametrize(("changes", "key", "suggestion"), [
     ({"cluster.gpu": "h100-sxn"}, "cluster.gpu: unknown GPU 'h100-sxn'", "did you mean h100-sxm"),
     ({"cluster.model": "lama-3-8b"}, "cluster.model: unknown model 'lama-3-8b'", "did you mean llama-3-8b"),
-    ({"cluster.pools.default.gpu": "a10"}, "cluster.pools.default.gpu: unknown GPU 'a10'", "did you mean a10g"),
+    ({"cluster.pools.default.gpu": "a10gx"}, "cluster.pools.default.gpu: unknown GPU 'a10gx'", "did you mean a10g"),
 ])
 def test_unknown_catalog_names_suggest_close_matches(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], key: str,
