@@ -17,12 +17,16 @@ from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
-from chironsim.contract.actions import Action, Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.contract.actions import Action
 from chironsim.contract.protocols import Router
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
 from chironsim.contract.views import ClusterView, PoolView, RequestView
 from chironsim.sim import request as rq
+from chironsim.sim.actions import applier_for
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.events import (
+    INSTANCE_READY, INSTANCE_STOPPED, REJECT, SCALE_DOWN, SCALE_UP, EventKind, EventLog,
+)
 from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
 from chironsim.sim.request import Request
@@ -79,14 +83,14 @@ class Cluster:
         config: ClusterConfig,
         router: Router,
         on_request_done: Callable[[Request, str, str], None],
-        log_event: Callable[..., None],
+        events: EventLog,
         queued_classes: frozenset[str] = frozenset(),
     ) -> None:
         self.env = env
         self.config = config
         self.router = router
         self._on_request_done = on_request_done
-        self._log = log_event
+        self.events = events
         self.pools: dict[str, PoolSpec] = {
             name: PoolSpec.resolve(name, pool, config) for name, pool in config.pools.items()
         }
@@ -144,7 +148,7 @@ class Cluster:
             if inst.state != LOADING:
                 return
             inst.start()
-            self._log("instance_ready", inst.pool, inst.instance_id, -1, "cold start done", "")
+            self.events.emit(INSTANCE_READY, inst.pool, inst.instance_id, -1, "cold start done")
             self._dispatch_queue(inst.pool)
         return self.env.process(lifecycle())
 
@@ -159,7 +163,7 @@ class Cluster:
         record = self._record(inst, spec, inst.stop_time)
         self.instance_records.append(record)
         self.stopped_tokens[inst.pool] += record.tokens_generated
-        self._log("instance_stopped", inst.pool, inst.instance_id, -1, "drained", "")
+        self.events.emit(INSTANCE_STOPPED, inst.pool, inst.instance_id, -1, "drained")
 
     def _record(self, inst: Instance, spec: PoolSpec, stop: float) -> InstanceRecord:
         return InstanceRecord(
@@ -268,12 +272,18 @@ class Cluster:
 
     def request_done(self, req: Request, status: str, reason: str = "") -> None:
         if status == "rejected":
-            self._log("reject", req.instance.pool if req.instance else "",
-                      req.instance.instance_id if req.instance else "", req.request_id, reason, "")
+            self.events.emit(REJECT, req.instance.pool if req.instance else "",
+                             req.instance.instance_id if req.instance else "", req.request_id,
+                             reason)
         self._on_request_done(req, status, reason)
 
-    def log_event(self, kind: str, inst: Instance, req: Request | None, reason: str) -> None:
-        self._log(kind, inst.pool, inst.instance_id, -1 if req is None else req.request_id, reason, "")
+    def log_event(self, kind: EventKind, inst: Instance, req: Request | None, reason: str) -> None:
+        self.events.emit(kind, inst.pool, inst.instance_id,
+                         -1 if req is None else req.request_id, reason)
+
+    def instance(self, instance_id: str) -> Instance | None:
+        """The live instance with this id, or None once it has stopped."""
+        return self._by_id.get(instance_id)
 
     # --- policy interface -----------------------------------------------------------------
     def view(self) -> ClusterView:
@@ -291,24 +301,11 @@ class Cluster:
         return ClusterView(time=now, pools=pools, queues=queues)
 
     def apply(self, actions: Sequence[Action]) -> None:
+        """Apply each action with the code registered for its type (:mod:`.actions`)."""
         for action in actions:
-            if isinstance(action, ScaleTo):
-                self._scale_to(action)
-            elif isinstance(action, Drain):
-                inst = self._by_id.get(action.instance_id)
-                if inst is not None and inst.state != STOPPED:
-                    self._log("scale_down", inst.pool, inst.instance_id, -1, action.reason, "drain")
-                    inst.drain()
-            elif isinstance(action, SetMaxNumSeqs):
-                inst = self._by_id.get(action.instance_id)
-                if inst is not None and inst.max_num_seqs != action.max_num_seqs:
-                    self._log("set_max_num_seqs", inst.pool, inst.instance_id, -1, action.reason,
-                              f"{inst.max_num_seqs}->{action.max_num_seqs}")
-                    inst.set_max_num_seqs(action.max_num_seqs)
-            else:
-                raise TypeError(f"unknown action {action!r}")
+            applier_for(action)(self, action)
 
-    def _scale_to(self, action: ScaleTo) -> None:
+    def scale_to(self, pool: str, instances: int, reason: str) -> None:
         """Bring the pool's active (not draining) instances to the requested count.
 
         ``max_instances`` is a budget of GPUs held, so instances still draining count
@@ -317,23 +314,24 @@ class Cluster:
         A scale-down compares against the active instances alone, so draining ones never
         cause more instances to be drained.
         """
-        spec = self.pools[action.pool]
-        target = min(max(action.instances, spec.config.min_instances), spec.config.max_instances)
-        active = [i for i in self.instances[action.pool] if i.state in (PROVISIONING, LOADING, READY)]
+        spec = self.pools[pool]
+        target = min(max(instances, spec.config.min_instances), spec.config.max_instances)
+        active = [i for i in self.instances[pool] if i.state in (PROVISIONING, LOADING, READY)]
         if target > len(active):
-            draining = sum(1 for i in self.instances[action.pool] if i.state == DRAINING)
+            draining = sum(1 for i in self.instances[pool] if i.state == DRAINING)
             reachable = min(target, spec.config.max_instances - draining)
             for _ in range(reachable - len(active)):
-                inst = self._new_instance(action.pool)
-                self._log("scale_up", action.pool, inst.instance_id, -1, action.reason,
-                          f"{len(active)}->{reachable}")
+                inst = self._new_instance(pool)
+                self.events.emit(SCALE_UP, pool, inst.instance_id, -1, reason,
+                                 f"{len(active)}->{reachable}")
                 self._cold_start(inst)
         elif target < len(active):
             # Cancel cold starts first (cheapest), then drain the least loaded ready instances.
             order = sorted(active, key=lambda i: (i.state == READY, i.held_count,
                                                   -i.provision_time))
             for inst in order[: len(active) - target]:
-                self._log("scale_down", action.pool, inst.instance_id, -1, action.reason, f"{len(active)}->{target}")
+                self.events.emit(SCALE_DOWN, pool, inst.instance_id, -1, reason,
+                                 f"{len(active)}->{target}")
                 inst.drain()
 
     # --- end of run -----------------------------------------------------------------------

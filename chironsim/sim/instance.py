@@ -31,6 +31,7 @@ from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
 from chironsim.sim.allocator import KVBlockAllocator
 from chironsim.sim.decode_set import DecodeSet, RunningMax
+from chironsim.sim.events import EVICT, PREEMPT, SWAP_IN, SWAP_OUT, EventKind
 from chironsim.sim.request import Request
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class InstanceHost:
     """What an instance reports to: the cluster. Defined as a base for type clarity."""
 
     def request_done(self, req: Request, status: str, reason: str = "") -> None: ...
-    def log_event(self, kind: str, instance: "Instance", req: Request | None, reason: str) -> None: ...
+    def log_event(self, kind: EventKind, instance: "Instance", req: Request | None, reason: str) -> None: ...
     def instance_stopped(self, instance: "Instance") -> None: ...
     def request_evicted(self, req: Request) -> None: ...
     def refill(self, instance: "Instance") -> None: ...
@@ -294,7 +295,7 @@ class Instance:
             self._join_decode(req, step)
             self._running_add(req)
             resumed.append(req)
-            self.host.log_event("swap_in", self, req, f"{blocks} blocks" + (" (moved)" if remote else ""))
+            self.host.log_event(SWAP_IN, self, req, f"{blocks} blocks" + (" (moved)" if remote else ""))
         # Running decodes grow; preempt until the growth fits.
         growth = self.decodes.growth_at(step)
         while growth > self.kv.free_blocks:
@@ -455,7 +456,7 @@ class Instance:
                 victim.phase = rq.SWAPPED
                 self.pending_blocks += blocks
                 heapq.heappush(self.swapped, (victim.sort_key(), victim))
-                self.host.log_event("swap_out", self, victim, f"{blocks} blocks")
+                self.host.log_event(SWAP_OUT, self, victim, f"{blocks} blocks")
                 return blocks
         else:
             self.prefilling.remove(victim)
@@ -464,7 +465,7 @@ class Instance:
         victim.prefilled = 0
         victim.phase = rq.WAITING
         self._push_waiting(victim)
-        self.host.log_event("preempt", self, victim, "recompute: no free KV block")
+        self.host.log_event(PREEMPT, self, victim, "recompute: no free KV block")
         return 0
 
     def _evict_for_head(self, step: int) -> int:
@@ -503,7 +504,7 @@ class Instance:
             victim.prefilled = 0
             victim.phase = rq.QUEUED
             victim.instance = None
-            self.host.log_event("evict", self, victim,
+            self.host.log_event(EVICT, self, victim,
                                 f"for request {head.request_id} ({head.request_class})")
             self.host.request_evicted(victim)
         return saved

@@ -19,6 +19,7 @@ from chironsim.contract.protocols import Autoscaler, Router
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.sim.cluster import Cluster
 from chironsim.sim.config import ClusterConfig
+from chironsim.sim.events import EventLog
 from chironsim.sim.request import Request
 from chironsim.workload.spec import RequestSpec
 
@@ -48,14 +49,15 @@ class Simulation:
         self.sample_interval_s = sample_interval_s
         self.progress = progress
         self.request_records: list[RequestRecord] = []
-        self.events: list[dict] = []
+        self.event_log = EventLog(lambda: self.env.now)
+        self.events = self.event_log.rows
         self.timeseries: list[dict] = []
         self.arrived = 0
         self.terminal = 0
         self.last_arrival = 0.0
         self._arrivals_done = False
         self._all_done = self.env.event()
-        self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self._log,
+        self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self.event_log,
                                queued_classes)
         self._tokens_at_last_sample: dict[str, int] = {}
 
@@ -138,11 +140,6 @@ class Simulation:
         self.request_records.append(self._record(req, status))
         self.terminal += 1
         self._check_done()
-
-    def _log(self, kind: str, pool: str, instance_id: str, request_id: int, reason: str, detail: str) -> None:
-        self.events.append({"time": self.env.now, "kind": kind, "pool": pool,
-                            "instance_id": instance_id, "request_id": request_id,
-                            "reason": reason, "detail": detail})
 
     def _check_done(self) -> None:
         if self._arrivals_done and self.terminal == self.arrived and not self._all_done.triggered:
