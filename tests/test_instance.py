@@ -34,7 +34,7 @@ class RecordingHost(InstanceHost):
         self.done.append((req, status))
 
     def log_event(self, kind, inst, req, reason) -> None:
-        self.events.append(kind)
+        self.events.append(kind.name)
 
     def instance_stopped(self, inst) -> None:
         self.events.append("stopped")
