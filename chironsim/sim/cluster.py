@@ -29,6 +29,7 @@ from chironsim.sim.events import (
 )
 from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
+from chironsim.sim.mechanisms.eviction import PriorityEviction
 from chironsim.sim.request import Request
 from chironsim.sim.weight_store import WeightStore
 
@@ -85,6 +86,7 @@ class Cluster:
         on_request_done: Callable[[Request, str, str], None],
         events: EventLog,
         queued_classes: frozenset[str] = frozenset(),
+        evicting_pools: frozenset[str] = frozenset(),
     ) -> None:
         self.env = env
         self.config = config
@@ -104,6 +106,13 @@ class Cluster:
         self._by_id: dict[str, Instance] = {}
         self._counter = 0
         self._class_pools: dict[str, list[str]] = {}
+        # Pools whose instances evict lower-priority work for a higher-priority head: the
+        # policy's own need (evicting_pools) or the user's pool option.
+        eviction = PriorityEviction(self.submit)
+        self._mechanisms = {
+            name: (eviction,) if name in evicting_pools or spec.config.evict_lower_priority else ()
+            for name, spec in self.pools.items()
+        }
         self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
         self.backlog = 0  # requests in global queues; instances ask for refills while > 0
         self._pool_queued_classes = {
@@ -124,7 +133,7 @@ class Cluster:
             self.env, self, instance_id, pool, spec.engine, spec.iteration_time,
             spec.kv_capacity_blocks, spec.host_capacity_blocks, spec.swap_seconds_per_block,
             spec.model.max_context, spec.tp,
-            evict_lower_priority=spec.config.evict_lower_priority,
+            mechanisms=self._mechanisms[pool],
             remote_seconds_per_block=spec.remote_seconds_per_block,
         )
         self.instances[pool].append(inst)
@@ -251,10 +260,6 @@ class Cluster:
             while len(queue) and inst.room_for(queue.head()):
                 self.backlog -= 1
                 inst.enqueue(queue.pop())
-
-    def request_evicted(self, req: Request) -> None:
-        """An instance evicted ``req`` to make room for higher-priority work: queue it again."""
-        self.submit(req)
 
     @staticmethod
     def _request_view(req: Request) -> RequestView:

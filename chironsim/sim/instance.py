@@ -1,17 +1,15 @@
-"""One serving instance: a vLLM-style engine loop with continuous batching and chunked prefill.
+"""One serving instance: lifecycle, the public API mechanisms use, and the SimPy loop.
 
-Each iteration (DESIGN §2): running decodes grow by one token (preempting the lowest-priority,
-latest-arrived request when no block is free); swapped requests come back first; partial
-prefills continue; waiting requests are admitted by class priority then FCFS while seats, the
-token budget and KV blocks above the watermark allow. The iteration's duration comes from the
-roofline model.
+The loop asks the local scheduler (:mod:`.engine.scheduler`) for the next iteration's batch,
+the stretch planner (:mod:`.engine.stretch`) for its duration (a whole stretch of identical
+decode iterations when nothing else can happen), sleeps until it ends or until something
+wakes the instance (an arrival, a policy change) — then it stops at the end of the iteration
+in progress — and commits the tokens, first tokens and completions.
 
-Speed: while an instance only decodes and nothing can be admitted, consecutive iterations
-differ only by their growing context, so the loop plans a *stretch* of them at once (their
-durations in one vectorised call, their block needs from :class:`DecodeSet`'s histogram) and
-sleeps until its end or until something wakes it (an arrival, a policy change), in which case
-it stops at the end of the iteration in progress. Times are accumulated exactly as stepping
-one iteration at a time would accumulate them, so ``fast_forward`` changes speed, not results.
+Mechanisms (:mod:`.mechanisms`) act only at iteration boundaries and only through the public
+API below: :meth:`Instance.detach` a request with its KV, :meth:`Instance.adopt` one,
+:meth:`Instance.reserve_blocks` / :meth:`commit_reserved` / :meth:`cancel_reserved`, and the
+read-only queries they decide on.
 """
 
 from __future__ import annotations
@@ -19,8 +17,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,43 +28,16 @@ from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
 from chironsim.sim.allocator import KVBlockAllocator
 from chironsim.sim.decode_set import DecodeSet, RunningMax
-from chironsim.sim.events import EVICT, PREEMPT, SWAP_IN, SWAP_OUT, EventKind
+from chironsim.sim.engine.scheduler import LocalScheduler
+from chironsim.sim.engine.stretch import GROWTH, Stretch, StretchPlanner, add_in_order
+from chironsim.sim.events import EventKind
 from chironsim.sim.request import Request
 
 if TYPE_CHECKING:
     from chironsim.sim.config import EngineConfig
+    from chironsim.sim.mechanisms import BoundaryMechanism
 
-#: Longest stretch planned at once; a cap on array sizes, not on correctness.
-MAX_STRETCH = 2048
-#: Pooled owner key for decode growth not yet attributed to a request.
-GROWTH = "__decode_growth__"
-
-
-@dataclass(slots=True)
-class _Stretch:
-    """Iterations planned from ``start_step``; ``k`` may shrink when the instance is woken."""
-
-    start_step: int
-    start_time: float
-    ends: np.ndarray          # end time of each iteration
-    durations: np.ndarray
-    growth_cum: np.ndarray    # cumulative new decode blocks up to each iteration
-    k: int
-    decodes: int
-    prefill_chunks: list[tuple[Request, int]]
-    resumed: list[Request]
-    pure_decode: bool         # no prefill chunk and no KV transfer in these iterations
-
-
-def _add_in_order(total: float, values: np.ndarray) -> float:
-    """``total + v0 + v1 + …`` left to right, as stepping one iteration at a time would add.
-
-    ``np.sum`` adds pairwise, which differs in the last bits; ``cumsum`` is sequential.
-    """
-    if len(values) == 0:
-        return total
-    return float(np.cumsum(np.concatenate(([total], values)))[-1])
-
+__all__ = ["GROWTH", "Instance", "InstanceHost"]
 
 class InstanceHost:
     """What an instance reports to: the cluster. Defined as a base for type clarity."""
@@ -75,7 +45,6 @@ class InstanceHost:
     def request_done(self, req: Request, status: str, reason: str = "") -> None: ...
     def log_event(self, kind: EventKind, instance: "Instance", req: Request | None, reason: str) -> None: ...
     def instance_stopped(self, instance: "Instance") -> None: ...
-    def request_evicted(self, req: Request) -> None: ...
     def refill(self, instance: "Instance") -> None: ...
 
     #: Requests waiting in cluster-level queues; instances ask for a refill only when non-zero.
@@ -99,7 +68,7 @@ class Instance:
         max_context: int,
         tp: int,
         *,
-        evict_lower_priority: bool = False,
+        mechanisms: Sequence["BoundaryMechanism"] = (),
         remote_seconds_per_block: float | None = None,
     ) -> None:
         self.env = env
@@ -115,7 +84,8 @@ class Instance:
         self.max_context = max_context
         self.swap_seconds_per_block = swap_seconds_per_block
         self.preempt_by_swap = engine.preemption_mode == "swap"
-        self.evict_lower_priority = evict_lower_priority
+        #: Run at every iteration boundary, after decode growth and before admission.
+        self.mechanisms = tuple(mechanisms)
         # Restoring KV saved on another instance's host: network, then PCIe on this side.
         self.remote_seconds_per_block = (swap_seconds_per_block if remote_seconds_per_block is None
                                          else remote_seconds_per_block)
@@ -144,8 +114,10 @@ class Instance:
         self.ready_time = math.nan
         self.drain_time = math.nan
         self.stop_time = math.nan
-        self._stretch: _Stretch | None = None
+        self._stretch: Stretch | None = None
         self._wake: simpy.Event | None = None
+        self.scheduler = LocalScheduler(self)
+        self.planner = StretchPlanner(self.decodes, self.kv, iteration_time, engine.fast_forward)
 
     # --- lifecycle ------------------------------------------------------------------------
     def set_loading(self) -> None:
@@ -176,13 +148,15 @@ class Instance:
         self.host.instance_stopped(self)
 
     # --- requests -------------------------------------------------------------------------
-    def enqueue(self, req: Request) -> None:
-        """Add an arriving request to the waiting queue (rejecting what can never fit).
+    def adopt(self, req: Request) -> None:
+        """Take a request into the waiting queue (rejecting what can never fit): a new
+        arrival, or one detached elsewhere, adopting the KV it saved there.
 
-        A request evicted elsewhere with its KV saved in host memory resumes without
-        recomputing: from this instance's own host memory over PCIe, or moved from the other
-        instance's host over the network. If that instance is gone, the KV is lost and the
-        request recomputes its prompt and generated tokens.
+        A request detached with its KV saved in host memory resumes without recomputing:
+        from this instance's own host memory over PCIe, or moved from the other instance's
+        host over the network. If that instance is gone, the KV is lost and the request
+        recomputes its prompt and generated tokens. Each adoption appends this instance to
+        the request's ``instances`` (the instances it visited, in order).
         """
         total = req.prompt_tokens + req.output_tokens
         if total > self.max_context:
@@ -210,8 +184,90 @@ class Instance:
                 return
             req.prefill_target = req.prompt_tokens + req.generated
         req.phase = rq.WAITING
-        self._push_waiting(req)
+        self.push_waiting(req)
         self.wake()
+
+    #: An arrival is adopted like any other request (it just has no KV anywhere yet).
+    enqueue = adopt
+
+    def detach(self, req: Request, save_kv: bool) -> int:
+        """Take ``req`` off this instance at an iteration boundary; returns blocks saved.
+
+        Running or waiting requests only (a swapped one comes back in first). A decoding
+        request with ``save_kv`` keeps its KV in this instance's host memory when there is
+        room (``req.kv_home`` then points here, and whoever adopts it restores that KV);
+        otherwise its KV is freed and it will recompute prompt and generated tokens. The
+        caller places the request again; until then it is ``queued`` on no instance.
+        """
+        phase = req.phase
+        saved = 0
+        if phase == rq.WAITING:
+            self.waiting.remove((req.sort_key(), req))
+            heapq.heapify(self.waiting)
+            self.pending_blocks -= -(-req.prefill_target // self.block_size)
+        elif phase in (rq.DECODING, rq.PREFILLING):
+            self.running_remove(req)
+            if phase == rq.DECODING:
+                self.leave_decode(req, self.step)
+                if save_kv and self.kv.can_swap_out(req.request_id):
+                    saved = self.kv.swap_out(req.request_id)
+                    req.kv_home = self
+                else:
+                    self.kv.free(req.request_id)
+            else:
+                self.prefilling.remove(req)
+                self.kv.free(req.request_id)
+            if req.kv_home is None:
+                req.prefill_target = req.prompt_tokens + req.generated
+            req.prefilled = 0
+        else:
+            raise ValueError(f"cannot detach {req!r} from {self.instance_id}: only running or "
+                             "waiting requests can be")
+        req.phase = rq.QUEUED
+        req.instance = None
+        return saved
+
+    # --- KV reservations (a transfer's destination blocks) ----------------------------------
+    def reserve_blocks(self, owner: Hashable, blocks: int, respect_watermark: bool = True) -> bool:
+        """Set aside ``blocks`` free blocks for an incoming transfer; False if they are not
+        free (above the watermark unless told otherwise). They count as used until committed
+        to ``owner`` or cancelled."""
+        if not self.kv.can_allocate(blocks, respect_watermark):
+            return False
+        self.kv.reserve(owner, blocks)
+        return True
+
+    def commit_reserved(self, owner: Hashable) -> int:
+        """The transfer landed: ``owner`` (a request id) now owns its reserved blocks."""
+        return self.kv.commit_reservation(owner)
+
+    def cancel_reserved(self, owner: Hashable) -> int:
+        """The transfer was aborted: its reserved blocks are free again (and may admit work)."""
+        blocks = self.kv.cancel_reservation(owner)
+        if blocks:
+            self.wake()
+        return blocks
+
+    # --- queries mechanisms decide on -------------------------------------------------------
+    def waiting_head(self) -> Request | None:
+        """The next request admission would take, or None."""
+        return self.waiting[0][1] if self.waiting else None
+
+    def can_admit(self, req: Request) -> bool:
+        """Whether ``req`` would be admitted now: a free seat and KV for its prefill above
+        the watermark."""
+        return (self.seats_left() > 0
+                and self.kv.can_allocate(-(-req.prefill_target // self.block_size)))
+
+    def running_requests(self) -> Iterator[Request]:
+        """Admitted requests: decoding, then mid-prefill."""
+        yield from self.decodes.members.values()
+        yield from self.prefilling
+
+    @property
+    def has_swapped(self) -> bool:
+        """Requests preempted to host memory wait to come back; nothing new is admitted."""
+        return bool(self.swapped)
 
     def room_for(self, req: Request) -> bool:
         """Whether pulling ``req`` from a cluster queue would let it start soon: a free seat
@@ -223,7 +279,7 @@ class Instance:
         need = self.pending_blocks + -(-(req.prompt_tokens + req.generated) // self.block_size)
         return self.kv.free_blocks - need >= self.kv.watermark
 
-    def _push_waiting(self, req: Request) -> None:
+    def push_waiting(self, req: Request) -> None:
         self.pending_blocks += -(-req.prefill_target // self.block_size)
         heapq.heappush(self.waiting, (req.sort_key(), req))
 
@@ -243,8 +299,12 @@ class Instance:
     # --- the engine loop ------------------------------------------------------------------
     def _run(self):
         env = self.env
+        schedule, price = self.scheduler.schedule, self.planner.plan  # bound once: hot loop
         while True:
-            plan = self._plan()
+            # The scheduler's batch for the next iteration, priced (and extended into a
+            # stretch when it only decodes) by the planner; None when there is no work.
+            chunks, resumed, transfer_seconds, growth = schedule(self.step)
+            plan = price(self.step, self.clock, chunks, resumed, transfer_seconds, growth)
             if plan is None:
                 if self.state == DRAINING and not self.has_work:
                     self._stop()
@@ -269,119 +329,24 @@ class Instance:
             self._commit(plan)
             self._stretch = None
 
-    def _plan(self) -> _Stretch | None:
-        """Decide the next iteration(s): admissions, growth, preemptions; None when idle."""
-        step = self.step
-        if self.host.backlog and self.state == READY:
-            self.host.refill(self)
-        transfer_seconds = 0.0
-        resumed: list[Request] = []
-        # Swapped requests come back before anything new is admitted (vLLM order).
-        while self.swapped and self._seats_left() > 0:
-            req = self.swapped[0][1]
-            remote = req.restore_remote
-            blocks = req.saved_blocks if remote else self.kv.swapped(req.request_id)
-            if not self.kv.can_allocate(blocks + 1):
-                break
-            heapq.heappop(self.swapped)
-            self.pending_blocks -= blocks
-            if remote:
-                self.kv.allocate(req.request_id, blocks)
-                transfer_seconds += blocks * self.remote_seconds_per_block
-                req.restore_remote = False
-            else:
-                self.kv.swap_in(req.request_id)
-                transfer_seconds += blocks * self.swap_seconds_per_block
-            self._join_decode(req, step)
-            self._running_add(req)
-            resumed.append(req)
-            self.host.log_event(SWAP_IN, self, req, f"{blocks} blocks" + (" (moved)" if remote else ""))
-        # Running decodes grow; preempt until the growth fits.
-        growth = self.decodes.growth_at(step)
-        while growth > self.kv.free_blocks:
-            transfer_seconds += self._preempt_one(step) * self.swap_seconds_per_block
-            growth = self.decodes.growth_at(step)
-        if growth:  # claimed before admissions so they cannot take these blocks
-            self.kv.append(GROWTH, growth)
-        if self.evict_lower_priority and not self.swapped:
-            transfer_seconds += self._evict_for_head(step) * self.swap_seconds_per_block
-            # Evicted decodes no longer grow in this iteration: give back their new blocks.
-            surplus = growth - self.decodes.growth_at(step)
-            if surplus:
-                self._release_growth(surplus)
-                growth -= surplus
-        budget = self.max_batched_tokens - len(self.decodes)
-        chunks: list[tuple[Request, int]] = []
-        for req in self.prefilling:
-            if budget <= 0:
-                break
-            n = min(req.prefill_target - req.prefilled, budget)
-            chunks.append((req, n))
-            budget -= n
-        if not self.swapped:
-            while self.waiting and budget > 0 and self._seats_left() > 0:
-                req = self.waiting[0][1]
-                need = -(-req.prefill_target // self.block_size)
-                if not self.kv.can_allocate(need):
-                    break
-                heapq.heappop(self.waiting)
-                self.pending_blocks -= need
-                self._running_add(req)
-                self.kv.allocate(req.request_id, need)
-                req.phase = rq.PREFILLING
-                req.prefilled = 0
-                self.prefilling.append(req)
-                n = min(req.prefill_target, budget)
-                chunks.append((req, n))
-                budget -= n
-        decodes = len(self.decodes)
-        if not chunks and decodes == 0 and transfer_seconds == 0:
-            return None
-        if chunks or transfer_seconds or not self.engine.fast_forward:
-            k = 1
-        else:
-            next_finish = self.decodes.next_finish_step()
-            k = min(MAX_STRETCH, next_finish - step) if next_finish is not None else MAX_STRETCH
-        growth_cum = np.cumsum(self.decodes.growth_schedule(step, k))
-        if k > 1:
-            # Later iterations of the stretch may only use blocks that are free now.
-            k = max(1, int(np.searchsorted(growth_cum - growth, self.kv.free_blocks, side="right")))
-            growth_cum = growth_cum[:k]
-            extra = int(growth_cum[-1]) - growth
-            if extra:
-                self.kv.append(GROWTH, extra)
-        ctx = self.decodes.context_sum(step)
-        if k == 1:
-            prefill_tokens = sum(n for _, n in chunks)
-            attention = sum(n * (r.prefilled + n / 2) for r, n in chunks)
-            duration = float(self._iteration_time(prefill_tokens, attention, decodes, ctx))
-            duration += transfer_seconds
-            durations = np.array([duration])
-        else:
-            contexts = ctx + decodes * np.arange(k)
-            durations = np.asarray(self._iteration_time(0, 0.0, decodes, contexts), dtype=float)
-        ends = np.cumsum(np.concatenate(([self.clock], durations)))[1:]
-        return _Stretch(step, self.clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
-                        pure_decode=not chunks and transfer_seconds == 0)
-
-    def _commit(self, plan: _Stretch) -> None:
+    def _commit(self, plan: Stretch) -> None:
         """Apply the effects of ``plan.k`` completed iterations."""
         k = plan.k
         unused = int(plan.growth_cum[-1] - plan.growth_cum[k - 1])
         if unused:
-            self._release_growth(unused)
+            self.release_growth(unused)
         now = float(plan.ends[k - 1])
         self.clock = now
-        self.busy_seconds = _add_in_order(self.busy_seconds, plan.durations[:k])
+        self.busy_seconds = add_in_order(self.busy_seconds, plan.durations[:k])
         self.step = plan.start_step + k
         self.itl_window.push(self.step - 1, float(plan.durations[k - 1]))
         self.tokens_generated += plan.decodes * k
         if plan.decodes:
             self.decode_iterations += k
-            self.decode_seconds = _add_in_order(self.decode_seconds, plan.durations[:k])
+            self.decode_seconds = add_in_order(self.decode_seconds, plan.durations[:k])
             if plan.pure_decode:
                 self.pure_decode_iterations += k
-                self.pure_decode_seconds = _add_in_order(self.pure_decode_seconds,
+                self.pure_decode_seconds = add_in_order(self.pure_decode_seconds,
                                                          plan.durations[:k])
         first_end = float(plan.ends[0])
         for req in plan.resumed:
@@ -398,8 +363,8 @@ class Instance:
             self._attribute_growth(req, self.step)
             self._finish(req, now)
 
-    # --- helpers --------------------------------------------------------------------------
-    def _seats_left(self) -> int:
+    # --- engine bookkeeping (the loop, the scheduler and the API above share it) ------------
+    def seats_left(self) -> int:
         return self.max_num_seqs - len(self.decodes) - len(self.prefilling)
 
     def _emit_first_token(self, req: Request, now: float) -> None:
@@ -414,9 +379,9 @@ class Instance:
         if req.generated >= req.output_tokens:
             self._finish(req, now)
         else:
-            self._join_decode(req, self.step)
+            self.join_decode(req, self.step)
 
-    def _join_decode(self, req: Request, step: int) -> None:
+    def join_decode(self, req: Request, step: int) -> None:
         req.phase = rq.DECODING
         self.decodes.add(req, step)
 
@@ -427,7 +392,7 @@ class Instance:
         req.last_token_time = now
         req.finish_time = now
         req.phase = rq.DONE
-        self._running_remove(req)
+        self.running_remove(req)
         self.kv.free(req.request_id)
         self.requests_finished += 1
         self.host.request_done(req, "finished")
@@ -438,82 +403,15 @@ class Instance:
         if share:
             self.kv.transfer(GROWTH, req.request_id, share)
 
-    def _release_growth(self, blocks: int) -> None:
+    def release_growth(self, blocks: int) -> None:
         self.kv.transfer(GROWTH, "__release__", blocks)
         self.kv.free("__release__")
 
-    def _preempt_one(self, step: int) -> int:
-        """Preempt the lowest-priority, latest-arrived running request; returns blocks swapped."""
-        victim = self.decodes.lowest_priority()
-        candidates = [r for r in (victim, *self.prefilling) if r is not None]
-        victim = max(candidates, key=Request.sort_key)
-        victim.preemptions += 1
-        self._running_remove(victim)
-        if victim.phase == rq.DECODING:
-            self._leave_decode(victim, step)
-            if self.preempt_by_swap and self.kv.can_swap_out(victim.request_id):
-                blocks = self.kv.swap_out(victim.request_id)
-                victim.phase = rq.SWAPPED
-                self.pending_blocks += blocks
-                heapq.heappush(self.swapped, (victim.sort_key(), victim))
-                self.host.log_event(SWAP_OUT, self, victim, f"{blocks} blocks")
-                return blocks
-        else:
-            self.prefilling.remove(victim)
-        self.kv.free(victim.request_id)
-        victim.prefill_target = victim.prompt_tokens + victim.generated
-        victim.prefilled = 0
-        victim.phase = rq.WAITING
-        self._push_waiting(victim)
-        self.host.log_event(PREEMPT, self, victim, "recompute: no free KV block")
-        return 0
-
-    def _evict_for_head(self, step: int) -> int:
-        """Evict running lower-priority requests until the waiting head can be admitted.
-
-        Returns the blocks saved to host memory (their PCIe time is part of this iteration).
-        A decoding victim keeps its KV in this instance's host memory when there is room, so it
-        resumes without recomputing; a victim mid-prefill (or with no host room) recomputes.
-        """
-        saved = 0
-        while self.waiting:
-            head = self.waiting[0][1]
-            need = -(-head.prefill_target // self.block_size)
-            if self._seats_left() > 0 and self.kv.can_allocate(need):
-                return saved
-            running = [r for r in (*self.decodes.members.values(), *self.prefilling)
-                       if r.priority > head.priority]
-            if not running:
-                return saved
-            victim = max(running, key=Request.sort_key)
-            victim.evictions += 1
-            self._running_remove(victim)
-            if victim.phase == rq.DECODING:
-                self._leave_decode(victim, step)
-                if self.kv.can_swap_out(victim.request_id):
-                    blocks = self.kv.swap_out(victim.request_id)
-                    saved += blocks
-                    victim.kv_home = self
-                else:
-                    self.kv.free(victim.request_id)
-            else:
-                self.prefilling.remove(victim)
-                self.kv.free(victim.request_id)
-            if victim.kv_home is None:
-                victim.prefill_target = victim.prompt_tokens + victim.generated
-            victim.prefilled = 0
-            victim.phase = rq.QUEUED
-            victim.instance = None
-            self.host.log_event(EVICT, self, victim,
-                                f"for request {head.request_id} ({head.request_class})")
-            self.host.request_evicted(victim)
-        return saved
-
-    def _running_add(self, req: Request) -> None:
+    def running_add(self, req: Request) -> None:
         counts = self.running_by_class
         counts[req.request_class] = counts.get(req.request_class, 0) + 1
 
-    def _running_remove(self, req: Request) -> None:
+    def running_remove(self, req: Request) -> None:
         counts = self.running_by_class
         left = counts[req.request_class] - 1
         if left:
@@ -521,7 +419,7 @@ class Instance:
         else:
             del counts[req.request_class]
 
-    def _leave_decode(self, req: Request, step: int) -> None:
+    def leave_decode(self, req: Request, step: int) -> None:
         """Take a decoding request out of the set, settling its tokens, blocks and ITL."""
         self._attribute_growth(req, step)
         if step > req.join_step:
@@ -595,4 +493,4 @@ class Instance:
             req.generated = req.gen_at_join + step - req.join_step
         if plan is not None:
             self.tokens_generated += plan.decodes * done
-            self.busy_seconds = _add_in_order(self.busy_seconds, plan.durations[:done])
+            self.busy_seconds = add_in_order(self.busy_seconds, plan.durations[:done])
