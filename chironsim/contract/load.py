@@ -1,0 +1,93 @@
+"""What an instance reports to a load-balancing manager at each poll (Llumnix, issue 9 item 3).
+
+Llumnix's global scheduler does not read live engine state: every ``poll_interval`` (0.05 s in
+the released code, ``reference/llumnix_kunserve.md`` A.2.3) it collects one report per instance
+and dispatches, pairs migrations and scales from those reports until the next poll. Between
+polls the reports are stale on purpose: a dispatch does not update the stored load, so a burst
+inside one interval lands on one instance. Everything a Llumnix-style policy reads therefore
+comes from a :class:`LoadReport`; nothing here is a live view.
+
+The fields are those of the released code's ``InstanceInfo`` (``llumnix/instance_info.py`` at
+``37d8e5ea``: free/watermark blocks, running, waiting, ``num_block_all_waiting_request``,
+``num_block_first_waiting_request``, ``num_killed_request``) plus what the paper's priorities
+and the simulator's migration limits need (per-request priorities, migrations in flight).
+Counts are derived from the request tuples, so a report cannot disagree with itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from chironsim.contract.states import DRAINING, READY
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRequest:
+    """One running request as a migration chooser needs it.
+
+    ``tokens`` is the sequence length so far (prompt + generated): what the released code's
+    shortest/longest-running choices sort by (``seq_group.get_seqs()[0].get_len()``). ``blocks``
+    is the KV it holds (what a migration must copy). ``start`` orders admission on this
+    instance (larger = admitted later), so "last running" is the largest ``start``.
+    ``movable`` is false while the request is still prefilling or already migrating out: the
+    released code picks decode-phase requests only, and a request moves at most once at a time.
+    """
+
+    request_id: int
+    priority: int
+    tokens: int
+    blocks: int
+    start: int
+    movable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """One instance at one poll.
+
+    ``free_blocks`` already excludes blocks reserved for incoming migrations: the reference
+    (A.1) counts a destination's reservation as used memory, so a reservation lowers the
+    destination's freeness from stage 0. ``waiting_prompt_blocks`` (Σ over waiting requests)
+    and ``head_of_line_blocks`` (the first waiting request) are prompt demands in blocks; the
+    released code computes them as ``prompt_len / block_size`` without rounding up, hence
+    floats. ``preempted`` is the code's ``num_killed_request``: swapped-out requests plus
+    waiting ones that had been running before. ``waiting_request_ids`` is the waiting queue in
+    order (head first); a terminating instance hands these over.
+    """
+
+    instance_id: str
+    pool: str
+    state: str
+    total_blocks: int
+    free_blocks: int
+    watermark_blocks: int
+    running_requests: tuple[RunningRequest, ...] = ()
+    waiting_request_ids: tuple[int, ...] = ()
+    waiting_prompt_blocks: float = 0.0
+    head_of_line_blocks: float = 0.0
+    preempted: int = 0
+    migrations_out: int = 0
+    migrations_in: int = 0
+
+    @property
+    def running(self) -> int:
+        return len(self.running_requests)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.waiting_request_ids)
+
+    @property
+    def terminating(self) -> bool:
+        """A draining instance is being scaled down: Llumnix drains it by migration."""
+        return self.state == DRAINING
+
+    @property
+    def accepting(self) -> bool:
+        """Only ready instances take dispatches or migrations in."""
+        return self.state == READY
+
+    def running_by_priority(self) -> dict[int, int]:
+        """Running requests per priority (lower number = served first, as in the engine)."""
+        return dict(Counter(r.priority for r in self.running_requests))

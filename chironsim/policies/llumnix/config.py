@@ -1,0 +1,124 @@
+"""``policy: {kind: llumnix, ...}``: every parameter of Llumnix's decision logic.
+
+The specification is ``reference/README.md`` (section Llumnix) with the evidence in
+``reference/llumnix_kunserve.md`` part A; each field says where its default comes from. The
+baselines of the paper are settings of this one model: INFaaS++ is ``dispatch: infaas,
+migration: false, priority_agnostic: true``; Llumnix-base is ``priority_agnostic: true``;
+round-robin is ``dispatch: round_robin, migration: false``.
+
+Not registered in the policy registry yet: the registry and the engine's action types are being
+redesigned, and the step that wires Llumnix to the engine registers this model with its builder.
+The live-migration mechanism's own settings (stages, ``last_stage_max_blocks``, bandwidth) belong
+to the engine's migration block, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from chironsim.config_base import ConfigModel, PolicyInterval, limited
+from chironsim.limits import MAX_NUM_SEQS, MAX_PERIODIC_EVENTS, MAX_PRIORITY, MAX_TOKENS
+
+# Bounded number types. A freeness is KV blocks per request, so no threshold can usefully
+# exceed the blocks of the longest request chironsim accepts (MAX_TOKENS at one token a block).
+Freeness = limited(float, MAX_TOKENS, "blocks per request", ge=0)
+Blocks = limited(int, MAX_TOKENS, "blocks", ge=0)
+Migrations = limited(int, MAX_NUM_SEQS, "migrations", ge=1)
+Checks = limited(int, MAX_PERIODIC_EVENTS, "checks", ge=1)
+Priority = limited(int, MAX_PRIORITY, "", ge=-MAX_PRIORITY)
+
+_NONE: Mapping[int, int] = MappingProxyType({})
+
+
+class LlumnixPolicyConfig(ConfigModel):
+    """Llumnix (Sun et al., OSDI 2024): freeness dispatch from polled, stale load reports;
+    migration pairing every poll; priority headroom; scaling that drains the terminating
+    instance by migration."""
+
+    kind: Literal["llumnix"] = "llumnix"
+
+    # --- polling and dispatch -------------------------------------------------------------
+    poll_interval: PolicyInterval = Field(
+        0.05, description="seconds between load reports; dispatch and pairing read the last "
+        "one (released code 0.05 s; its 37d8e5ea docs say 0.1)")
+    dispatch: Literal["llumnix", "infaas", "round_robin"] = Field(
+        "llumnix", description="'llumnix': freest instance by dispatch freeness with headroom; "
+        "'infaas': the same without headroom (INFaaS++, memory load and queued demand); "
+        "'round_robin': load-oblivious")
+
+    # --- migration ------------------------------------------------------------------------
+    migration: bool = Field(True, description="pair migrations at every poll (off: INFaaS++)")
+    migrate_out_threshold: Freeness = Field(
+        3.0, description="migration freeness below which an instance is a source and above "
+        "which it is a destination (released code, both versions)")
+    request_choice: Literal["last_running", "shortest_running"] = Field(
+        "last_running", description="request a source gives up: 'last_running' (37d8e5ea "
+        "LCFS, the version closest to the paper) or 'shortest_running' (v0.1.0 SR)")
+    max_migrations_out: Migrations = Field(
+        1, description="migrations out of one instance at a time (37d8e5ea: one per instance)")
+    max_migrations_in: Migrations = Field(
+        1, description="migrations into one instance at a time (37d8e5ea: one per instance)")
+
+    # --- priorities -----------------------------------------------------------------------
+    priority_agnostic: bool = Field(
+        False, description="ignore priorities: no headroom anywhere and no low-priority-first "
+        "migration choice (Llumnix-base). The engine's own priority admission is an engine "
+        "setting, not this one")
+    headroom_blocks: dict[Priority, Blocks] = Field(
+        default_factory=dict,
+        description="KV blocks reserved per class priority on each instance running a request "
+        "of it (paper, Algorithm 1; the paper publishes no value and the released code has no "
+        "headroom: sweep it). Priorities not listed have none")
+
+    # --- scaling --------------------------------------------------------------------------
+    scaling: bool = Field(True, description="run the freeness autoscaler (off: fixed pools)")
+    scaling_interval: PolicyInterval = Field(10.0, description="seconds between scaling checks "
+                                             "(released code, both versions)")
+    scale_up_threshold: Freeness = Field(
+        10.0, description="pooled dispatch freeness below which one instance is added "
+        "(released code's default; its 37d8e5ea docs say 4; the paper publishes none)")
+    scale_down_threshold: Freeness = Field(
+        60.0, description="pooled freeness without one instance above which that instance is "
+        "drained (released code's default; its 37d8e5ea docs say 100)")
+    scaling_sustain: Checks = Field(
+        1, description="consecutive checks a condition must hold before scaling (1: the code's "
+        "immediate rule; the paper scales after the condition held 'for a period')")
+    scaling_freeness: Literal["normal_priority", "all_priorities"] = Field(
+        "normal_priority", description="'normal_priority': the pooled freeness without "
+        "high-priority headroom (the paper scales on the normal priority's freeness; the code, "
+        "having no headroom, computes the same); 'all_priorities': with it")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LlumnixPolicyConfig:
+        if self.scale_up_threshold >= self.scale_down_threshold:
+            raise ValueError(f"scale_up_threshold ({self.scale_up_threshold}) must be below "
+                             f"scale_down_threshold ({self.scale_down_threshold})")
+        return self
+
+    def headroom(self) -> Mapping[int, int]:
+        """The headroom dispatch and migration charge: none when priority-agnostic."""
+        return _NONE if self.priority_agnostic else MappingProxyType(self.headroom_blocks)
+
+    def scaling_headroom(self) -> Mapping[int, int]:
+        """The headroom the scaler charges: none for normal-priority freeness."""
+        return _NONE if self.scaling_freeness == "normal_priority" else self.headroom()
+
+    @property
+    def low_priority_first(self) -> bool:
+        """Whether a migration source gives up its lowest-priority requests first."""
+        return not self.priority_agnostic
+
+    def tick_intervals(self) -> dict[str, float]:
+        """Controller periods by config key: the scenario bounds the ticks a run makes. Polls
+        are needed by freeness dispatch and by migration; round-robin without migration
+        reads none."""
+        ticks = {}
+        if self.migration or self.dispatch != "round_robin":
+            ticks["poll_interval"] = self.poll_interval
+        if self.scaling:
+            ticks["scaling_interval"] = self.scaling_interval
+        return ticks
