@@ -100,10 +100,13 @@ def cross_reference_problems(config: ScenarioConfig) -> list[tuple[KeyPath, str]
             problems.append((("workload", "streams", i, "request_class"),
                              unknown_class(stream.request_class, implicit)))
     pools = sorted(config.cluster.pools)
-    for name in getattr(config.policy, "pools", None) or ():
-        if name not in config.cluster.pools:
-            problems.append((("policy", "pools"), f"unknown pool {name!r}"
+    references = getattr(config.policy, "references", None)  # a policy registered elsewhere
+    for key, what, name in references() if references is not None else ():
+        if what == "pool" and name not in config.cluster.pools:
+            problems.append((("policy", *key), f"unknown pool {name!r}"
                              f"{did_you_mean(name, pools)} (cluster.pools has: {', '.join(pools)})"))
+        elif what == "class" and name not in config.classes:
+            problems.append((("policy", *key), unknown_class(name)))
     for name, pool in config.cluster.pools.items():
         for cls in pool.classes or []:
             if cls not in config.classes:

@@ -119,6 +119,11 @@ class ReactivePolicyConfig(ConfigModel):
             )
         return self
 
+    def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Pool names this config uses, as (key path under ``policy``, "pool", name), so the
+        scenario is checked before it runs."""
+        return [(("pools", i), "pool", name) for i, name in enumerate(self.pools or ())]
+
     def tick_intervals(self) -> dict[str, float]:
         """Controller periods by config key: the scenario bounds the ticks a run makes."""
         return {"interval_s": self.interval_s}

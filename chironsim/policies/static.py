@@ -26,6 +26,10 @@ class StaticPolicyConfig(ConfigModel):
         """No controller ticks: nothing to bound."""
         return {}
 
+    def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """No pool or class names."""
+        return []
+
     def growable_pools(self, pools: Collection[str]) -> set[str]:
         """None: every pool keeps the size the cluster config gives it, so a pool that starts
         with no instance never serves a request."""

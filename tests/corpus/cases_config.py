@@ -65,6 +65,13 @@ BOMB = "\n".join(['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol
 
 ONOFF = {"kind": "onoff", "rate_on": 1.0, "rate_off": 0.0, "mean_on_s": 10.0, "mean_off_s": 10.0}
 REACTIVE = {"kind": "reactive", "target": 0.7}
+#: Chiron's three pools and two classes, for cases about the names its config references.
+CHIRON_POOLS = {
+    "classes": {"interactive": {"slo": {"ttft": 2.0}}, "batch": {"slo": {"e2e": 3600.0}}},
+    "cluster.pools": {"interactive": {"instances": 1, "classes": ["interactive"]},
+                      "mixed": {"instances": 1},
+                      "batch": {"instances": 0, "classes": ["batch"]}},
+}
 
 CASES: list[Case] = [
     # --- schema: keys, types, signs (already handled before issue 8) -------------------------
@@ -217,6 +224,13 @@ CASES: list[Case] = [
         "policy.interval_s: must be at least 0.001 s"),
     bad("config-chiron-interval-tiny", {"policy": {"kind": "chiron", "global_interval": 1e-9}},
         "global_interval:", "policy.global_interval: must be at least 0.001 s"),
+    bad("config-chiron-pool-typo", {**CHIRON_POOLS, "policy": {"kind": "chiron", "batch_pool": "bacth"}},
+        "batch_pool: bacth", "policy.batch_pool: unknown pool 'bacth'", "did you mean 'batch'"),
+    bad("config-chiron-class-typo",
+        {**CHIRON_POOLS, "policy": {"kind": "chiron", "interactive_class": "interactiv",
+                                    "itl_slo": {"interactiv": 0.05, "batch": 0.5}}},
+        "interactive_class: interactiv", "policy.interactive_class: class 'interactiv' is not "
+        "declared under 'classes'", "did you mean 'interactive'"),
     bad("config-tp-3", {f"{POOL}.tp": 3}, "tp: 3",
         "cluster.pools.default.tp: tensor-parallel degree 3 is not possible",
         "allowed on H100-SXM: 1, 2, 4, 8"),

@@ -174,6 +174,20 @@ class ChironPolicyConfig(ConfigModel):
                              f"max_interactive_instances ({self.max_interactive_instances})")
         return self
 
+    def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Pool and class names this config uses, as (key path under ``policy``, "pool" or
+        "class", name): a typo is a config error before the run, not a failure at the
+        first global tick. The mixed pool is needed only while it is used."""
+        refs: list[tuple[tuple[str | int, ...], str, str]] = [
+            (("interactive_pool",), "pool", self.interactive_pool),
+            (("batch_pool",), "pool", self.batch_pool),
+            (("interactive_class",), "class", self.interactive_class),
+            (("batch_class",), "class", self.batch_class),
+        ]
+        if self.mixed:
+            refs.insert(1, (("mixed_pool",), "pool", self.mixed_pool))
+        return refs
+
     def tick_intervals(self) -> dict[str, float]:
         """Controller periods by config key: the scenario bounds the ticks a run makes."""
         ticks = {}
