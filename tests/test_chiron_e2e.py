@@ -53,7 +53,7 @@ def scenario(pools: dict[str, Any], policy: dict[str, Any], *, duration_s: float
 
 def chiron_pools() -> dict[str, Any]:
     return {"interactive": {"instances": 1, "classes": ["interactive"]},
-            "mixed": {"instances": 1, "evict_lower_priority": True},
+            "mixed": {"instances": 1},
             "batch": {"instances": 0, "classes": ["batch"]}}
 
 

@@ -62,6 +62,7 @@ def build_simulation(
         sample_interval_s=config.sample_interval_s,
         progress=progress,
         queued_classes=bundle.queued_classes,
+        evicting_pools=bundle.evicting_pools,
     )
     return sim, bundle
 

@@ -24,3 +24,8 @@ class PolicyBundle:
     #: such a class waits there until an instance of a pool serving it has room (free seat and
     #: KV for its prompt), rather than being pushed onto an instance's own queue at once.
     queued_classes: frozenset[str] = field(default_factory=frozenset)
+    #: Pools whose instances the policy needs preemptible: when a higher-priority request
+    #: cannot be admitted, running lower-priority work is evicted (KV saved to host memory)
+    #: and placed again. The policy declares this mechanism itself, so its scenarios need no
+    #: pool option for it (``evict_lower_priority`` stays a user option for any policy).
+    evicting_pools: frozenset[str] = field(default_factory=frozenset)

@@ -74,7 +74,8 @@ class PoolConfig(ConfigModel):
     evict_lower_priority: bool = Field(
         False, description="when a higher-priority request cannot be admitted, evict running "
         "lower-priority ones: KV saved to host memory, request back to its queue (preemptible "
-        "instances, e.g. Chiron's mixed pool)")
+        "instances under any policy; a policy that needs it, like Chiron for its mixed pool, "
+        "declares it itself)")
 
     @model_validator(mode="after")
     def _bounds(self) -> "PoolConfig":

@@ -39,6 +39,7 @@ class Simulation:
         sample_interval_s: float,
         progress: Callable[[float], None] | None = None,
         queued_classes: frozenset[str] = frozenset(),
+        evicting_pools: frozenset[str] = frozenset(),
     ) -> None:
         self.env = simpy.Environment()
         self.classes = dict(classes)
@@ -58,7 +59,7 @@ class Simulation:
         self._arrivals_done = False
         self._all_done = self.env.event()
         self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self.event_log,
-                               queued_classes)
+                               queued_classes, evicting_pools)
         self._tokens_at_last_sample: dict[str, int] = {}
 
     # --- processes ------------------------------------------------------------------------

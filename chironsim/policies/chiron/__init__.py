@@ -40,4 +40,5 @@ def build_chiron(cfg: ChironPolicyConfig, rng: np.random.Generator) -> PolicyBun
         autoscalers=autoscalers,
         name=cfg.kind,
         queued_classes=frozenset({cfg.batch_class}),
+        evicting_pools=frozenset({cfg.mixed_pool}),
     )
