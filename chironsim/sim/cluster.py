@@ -115,6 +115,7 @@ class Cluster:
         }
         self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
         self.backlog = 0  # requests in global queues; instances ask for refills while > 0
+        self.held = 0  # requests in pool queues (nothing ready, or the router declined)
         self._pool_queued_classes = {
             name: [q for q in self.global_queues
                    if spec.config.classes is None or q in spec.config.classes]
@@ -158,7 +159,7 @@ class Cluster:
                 return
             inst.start()
             self.events.emit(INSTANCE_READY, inst.pool, inst.instance_id, -1, "cold start done")
-            self._dispatch_queue(inst.pool)
+            self._retry_held()
         return self.env.process(lifecycle())
 
     def instance_stopped(self, inst: Instance) -> None:
@@ -208,22 +209,37 @@ class Cluster:
         if queue is not None:
             self._enqueue_global(req, queue, pools)
             return
-        now = self.env.now
-        candidates = [inst for p in pools for inst in self.instances[p] if inst.state == READY]
-        if not candidates:
-            req.phase = rq.QUEUED
-            self.queues[pools[0]].append(req)
-            return
-        self._place(req, candidates, now)
+        if self.held:  # requests held earlier go first (FIFO), now that time has passed
+            self._retry_held()
+        self._try_place(req, pools)
 
-    def _place(self, req: Request, candidates: Sequence[Instance], now: float) -> None:
-        views = [inst.view(now) for inst in candidates]
-        chosen = self.router.route(self._request_view(req), views)
-        if chosen is None:
-            req.phase = rq.QUEUED
-            self.queues[candidates[0].pool].append(req)
-            return
-        self._by_id[chosen].enqueue(req)
+    def _try_place(self, req: Request, pools: list[str]) -> None:
+        """Place ``req`` on a ready instance of ``pools`` that the router picks, or hold it
+        in the first pool's queue (nothing ready, or the router declined)."""
+        candidates = [inst for p in pools for inst in self.instances[p] if inst.state == READY]
+        if candidates:
+            now = self.env.now
+            views = [inst.view(now) for inst in candidates]
+            chosen = self.router.route(self._request_view(req), views)
+            if chosen is not None:
+                self._by_id[chosen].enqueue(req)
+                return
+        req.phase = rq.QUEUED
+        self.queues[pools[0]].append(req)
+        self.held += 1
+
+    def _retry_held(self) -> None:
+        """Give each request held in a pool queue one more placement attempt, oldest first.
+
+        Called when capacity may have appeared: an instance became ready, a request finished,
+        a policy acted, or another request arrived. A request the router declines again goes
+        back to the end of its queue.
+        """
+        for queue in self.queues.values():
+            for _ in range(len(queue)):
+                req = queue.popleft()
+                self.held -= 1
+                self._try_place(req, self.pools_for(req.request_class))
 
     # --- cluster-level (global) queues ----------------------------------------------------
     def _enqueue_global(self, req: Request, queue: GlobalQueue, pools: list[str]) -> None:
@@ -266,16 +282,9 @@ class Cluster:
         return RequestView(req.request_id, req.request_class, req.priority,
                            req.prompt_tokens, req.output_tokens, req.arrival)
 
-    def _dispatch_queue(self, pool: str) -> None:
-        queue = self.queues[pool]
-        now = self.env.now
-        while queue:
-            candidates = [inst for inst in self.instances[pool] if inst.state == READY]
-            if not candidates:
-                return
-            self._place(queue.popleft(), candidates, now)
-
     def request_done(self, req: Request, status: str, reason: str = "") -> None:
+        if self.held and req.instance is not None:  # a seat and its KV came free
+            self._retry_held()
         if status == "rejected":
             self.events.emit(REJECT, req.instance.pool if req.instance else "",
                              req.instance.instance_id if req.instance else "", req.request_id,
@@ -309,6 +318,8 @@ class Cluster:
         """Apply each action with the code registered for its type (:mod:`.actions`)."""
         for action in actions:
             applier_for(action)(self, action)
+        if self.held and actions:
+            self._retry_held()
 
     def scale_to(self, pool: str, instances: int, reason: str) -> None:
         """Bring the pool's active (not draining) instances to the requested count.
