@@ -68,6 +68,12 @@ MAX_MEMORY_GIB = 4_096.0
 #: weight-store and KV-transfer bandwidths (GB/s): 10 MB/s is slower than any network disk
 #: (a 16 GB model would take half an hour), 100 TB/s faster than any fabric.
 MIN_BANDWIDTH_GBPS = 0.01
+#: stages of one live migration: each is a copy round (Llumnix uses 3); past 100 the request's
+#: new blocks outpace the copy and the migration can never converge anyway.
+MAX_MIGRATION_STAGES = 100
+#: fixed latency of one KV transfer stage (s): RPCs and launches are milliseconds; a second
+#: is already longer than any migration the paper measured (~tens of ms).
+MAX_STAGE_LATENCY_S = 1.0
 MAX_BANDWIDTH_GBPS = 100_000.0
 
 # --- identities ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
+from chironsim.contract.states import READY
 from chironsim.contract.views import ClusterView
 
 
@@ -52,7 +53,10 @@ def action_problem(action: object, view: ClusterView) -> str | None:
 
 
 def _instance_ids(view: ClusterView) -> set[str]:
-    return {inst.instance_id for pool in view.pools.values() for inst in pool.instances}
+    """Ids of the instances in ``view``: their views, or their load reports in a view that
+    carries reports only (a poller's, :attr:`PoolView.load`)."""
+    return ({inst.instance_id for pool in view.pools.values() for inst in pool.instances}
+            | {r.instance_id for pool in view.pools.values() for r in pool.load})
 
 
 def _names_instance(action: object, instance_id: str, view: ClusterView) -> str | None:
@@ -111,3 +115,58 @@ class SetMaxNumSeqs:
         if not isinstance(self.max_num_seqs, int) or self.max_num_seqs < 1:
             return f"{self!r} sets max_num_seqs below 1"
         return None
+
+
+#: What a :class:`Migrate` without a request id moves: a running request chosen on the live
+#: source (:func:`chironsim.contract.load.choose_request`), or the head of its waiting queue.
+MIGRATE_PICKS = ("last_running", "shortest_running", "first_waiting")
+
+
+@action_type
+@dataclass(frozen=True, slots=True)
+class Migrate:
+    """Move one request from ``src`` to ``dst`` (DESIGN §2 mechanisms; Llumnix's migration).
+
+    ``request_id`` names the request, or None to let the source choose at its next iteration
+    boundary by ``pick``: ``last_running`` / ``shortest_running`` (a decoding request, lowest
+    priority first when ``low_priority_first``) or ``first_waiting`` (a queued request: handed
+    over with no KV to copy). A running request moves by the cluster's ``migration`` settings
+    (live multi-stage copy, blocking copy or recompute); one that cannot move when the source
+    gets to it (finished, preempted, the destination full or busy) is an aborted migration in
+    the event log, not an error.
+    """
+
+    src: str
+    dst: str
+    request_id: int | None = None
+    pick: str = "last_running"
+    low_priority_first: bool = False
+    reason: str = ""
+
+    def problem(self, view: ClusterView) -> str | None:
+        ids = _instance_ids(view)
+        for end in (self.src, self.dst):
+            if end not in ids:
+                return f"{self!r} names no instance in the view"
+        if self.src == self.dst:
+            return f"{self!r} migrates an instance to itself"
+        if self.pick not in MIGRATE_PICKS:
+            return f"{self!r} has pick {self.pick!r}, not one of {MIGRATE_PICKS}"
+        if self.request_id is not None and (not isinstance(self.request_id, int)
+                                            or self.request_id < 0):
+            return f"{self!r} names request {self.request_id!r}, not a request id"
+        state = _state_of(self.dst, view)
+        if state is not None and state != READY:
+            return f"{self!r} migrates into an instance that is {state}, not ready"
+        return None
+
+
+def _state_of(instance_id: str, view: ClusterView) -> str | None:
+    for pool in view.pools.values():
+        for inst in pool.instances:
+            if inst.instance_id == instance_id:
+                return inst.state
+        for report in pool.load:
+            if report.instance_id == instance_id:
+                return report.state
+    return None

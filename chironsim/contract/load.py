@@ -17,7 +17,9 @@ Counts are derived from the request tuples, so a report cannot disagree with its
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from chironsim.contract.states import DRAINING, READY
 
@@ -40,6 +42,28 @@ class RunningRequest:
     blocks: int
     start: int
     movable: bool = True
+
+
+RequestChoice = Literal["last_running", "shortest_running"]
+
+
+def choose_request(running: Sequence[RunningRequest], choice: RequestChoice,
+                   low_priority_first: bool = False) -> RunningRequest | None:
+    """The running request a source gives up, among the movable ones (decoding, not already
+    migrating; the code excludes prefilling requests): ``last_running`` = admitted last
+    (37d8e5ea ``LCFS``), ``shortest_running`` = shortest sequence so far (v0.1.0 ``SR``). Ties
+    fall to the smaller request id. ``None`` when nothing can move."""
+    movable = [r for r in running if r.movable]
+    if low_priority_first and movable:
+        lowest = max(r.priority for r in movable)  # a larger number is a lower priority
+        movable = [r for r in movable if r.priority == lowest]
+    if not movable:
+        return None
+    if choice == "last_running":
+        return min(movable, key=lambda r: (-r.start, r.request_id))
+    if choice == "shortest_running":
+        return min(movable, key=lambda r: (r.tokens, r.request_id))
+    raise ValueError(f"unknown request choice {choice!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from chironsim.contract.load import LoadReport
 from chironsim.contract.states import LOADING, PROVISIONING, READY
 
 
@@ -78,6 +79,10 @@ class PoolView:
     queued: int = 0
     min_instances: int = 0
     max_instances: int = 1_000_000
+    #: The instances' last load reports, for a policy that polls them (Llumnix); empty in a
+    #: view built for a policy that does not. A poller's view carries these and no
+    #: ``instances``: building full views at every poll is what polling must not cost.
+    load: tuple[LoadReport, ...] = ()
 
     def count(self, *states: str) -> int:
         return sum(1 for inst in self.instances if inst.state in states)

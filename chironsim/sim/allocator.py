@@ -48,6 +48,10 @@ class KVBlockAllocator:
     def swapped(self, owner: Hashable) -> int:
         return self._swapped.get(owner, 0)
 
+    @property
+    def has_reservations(self) -> bool:
+        return bool(self._reserved)
+
     def can_allocate(self, blocks: int, respect_watermark: bool = True) -> bool:
         floor = self.watermark if respect_watermark else 0
         return self.free_blocks - blocks >= floor

@@ -30,6 +30,7 @@ from chironsim.sim.events import (
 from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
 from chironsim.sim.mechanisms.eviction import PriorityEviction
+from chironsim.sim.mechanisms.migration import MigrationCoordinator
 from chironsim.sim.request import Request
 from chironsim.sim.weight_store import WeightStore
 
@@ -51,6 +52,7 @@ class PoolSpec:
     host_capacity_blocks: int
     swap_seconds_per_block: float
     remote_seconds_per_block: float
+    migration_seconds_per_block: float
 
     @classmethod
     def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig) -> "PoolSpec":
@@ -72,6 +74,8 @@ class PoolSpec:
             host_capacity_blocks=host_blocks,
             swap_seconds_per_block=swap_time(1, block_bytes, gpu, pool.tp),
             remote_seconds_per_block=block_bytes / remote_bw,
+            # Each GPU of the replica sends its shard of a block over its own path at once.
+            migration_seconds_per_block=block_bytes / pool.tp / (cluster.migration.bandwidth_gbps * 1e9),
         )
 
 
@@ -113,6 +117,10 @@ class Cluster:
             name: (eviction,) if name in evicting_pools or spec.config.evict_lower_priority else ()
             for name, spec in self.pools.items()
         }
+        self.migrations = MigrationCoordinator(
+            env, events, config.migration,
+            seconds_per_block=lambda inst: self.pools[inst.pool].migration_seconds_per_block,
+            compatible=lambda a, b: self.pools[a.pool].model == self.pools[b.pool].model)
         self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
         self.backlog = 0  # requests in global queues; instances ask for refills while > 0
         self.held = 0  # requests in pool queues (nothing ready, or the router declined)
@@ -359,6 +367,7 @@ class Cluster:
         for queue in self.global_queues.values():
             held.extend(queue.drain())
         self.backlog = 0
+        held.extend(self.migrations.in_transfer.values())  # stopped, their copy under way
         for inst in self.live_instances():
             inst.settle_at(end)
             held.extend(inst.held_requests())

@@ -96,6 +96,11 @@ class Instance:
         self.waiting: list[tuple[tuple[int, float, int], Request]] = []
         self.swapped: list[tuple[tuple[int, float, int], Request]] = []
         self.prefilling: deque[Request] = deque()
+        # Requests whose KV landed here from another instance (a migration committed): they
+        # join the decode batch at the next iteration boundary, before growth is claimed.
+        self.arriving: deque[Request] = deque()
+        # Called with the time a request starts decoding here again (see when_decoding).
+        self._decoding_hooks: dict[int, Callable[[float], None]] = {}
         self.state = PROVISIONING
         self.step = 0
         self.clock = env.now
@@ -227,11 +232,40 @@ class Instance:
         req.instance = None
         return saved
 
+    def adopt_running(self, req: Request) -> None:
+        """Take a decoding request whose KV already sits in this instance's blocks (a
+        committed reservation owned by its id): it joins the decode batch at the next
+        iteration boundary without a prefill or a transfer. Like a migrated-in request in
+        Llumnix, it takes a seat even when the batch is full."""
+        if self.kv.owned(req.request_id) == 0:
+            raise ValueError(f"{req!r} owns no KV blocks on {self.instance_id} to resume from")
+        req.instance = self
+        req.instances.append(self.instance_id)
+        req.phase = rq.SWAPPED  # off every queue until it joins; it holds its blocks here
+        self.arriving.append(req)
+        self.wake()
+
+    def when_decoding(self, req: Request, hook: Callable[[float], None]) -> None:
+        """Call ``hook(time)`` once, when ``req`` next starts decoding on this instance: it
+        joins a batch with its KV, or its (re)prefill ends. A mechanism measures the downtime
+        of a request it moved with it."""
+        self._decoding_hooks[req.request_id] = hook
+
+    def forget_hook(self, req: Request) -> None:
+        """Drop ``req``'s :meth:`when_decoding` hook (the request will not resume here)."""
+        self._decoding_hooks.pop(req.request_id, None)
+
     # --- KV reservations (a transfer's destination blocks) ----------------------------------
     def reserve_blocks(self, owner: Hashable, blocks: int, respect_watermark: bool = True) -> bool:
         """Set aside ``blocks`` free blocks for an incoming transfer; False if they are not
         free (above the watermark unless told otherwise). They count as used until committed
-        to ``owner`` or cancelled."""
+        to ``owner`` or cancelled.
+
+        Called mid-iteration (a transfer starts when its source is at a boundary), so a
+        stretch in progress is first cut back to the iteration under way: the blocks it had
+        claimed ahead for later iterations are free *now* as they would be when stepping one
+        iteration at a time, and the next iteration replans against the reservation."""
+        self._cut_stretch(self.env.now)
         if not self.kv.can_allocate(blocks, respect_watermark):
             return False
         self.kv.reserve(owner, blocks)
@@ -239,7 +273,9 @@ class Instance:
 
     def commit_reserved(self, owner: Hashable) -> int:
         """The transfer landed: ``owner`` (a request id) now owns its reserved blocks."""
-        return self.kv.commit_reservation(owner)
+        blocks = self.kv.commit_reservation(owner)
+        self.wake()  # a draining instance that only held the reservation may stop now
+        return blocks
 
     def cancel_reserved(self, owner: Hashable) -> int:
         """The transfer was aborted: its reserved blocks are free again (and may admit work)."""
@@ -247,6 +283,24 @@ class Instance:
         if blocks:
             self.wake()
         return blocks
+
+    def _cut_stretch(self, now: float) -> None:
+        """End the stretch in progress with the iteration under way at ``now``, giving back
+        the decode growth claimed ahead for the iterations that will not run."""
+        plan = self._stretch
+        if plan is None or plan.k <= 1:
+            return
+        started, _ = self._progress(now)
+        k = max(1, started)
+        if k >= plan.k:
+            return
+        unused = int(plan.growth_cum[plan.k - 1] - plan.growth_cum[k - 1])
+        if unused:
+            self.release_growth(unused)
+        plan.k = k
+        plan.ends, plan.durations, plan.growth_cum = (
+            plan.ends[:k], plan.durations[:k], plan.growth_cum[:k])
+        self.wake()
 
     # --- queries mechanisms decide on -------------------------------------------------------
     def waiting_head(self) -> Request | None:
@@ -263,6 +317,15 @@ class Instance:
         """Admitted requests: decoding, then mid-prefill."""
         yield from self.decodes.members.values()
         yield from self.prefilling
+
+    def context_of(self, req: Request) -> int:
+        """Tokens (prompt + generated) of a request decoding here, at this boundary."""
+        return req.prompt_tokens + req.gen_at_join + self.step - req.join_step
+
+    def blocks_of(self, req: Request) -> int:
+        """KV blocks a request decoding here holds at this boundary (before this
+        iteration's growth): what a migration has to copy."""
+        return self.decodes.blocks_held(req, self.step)
 
     @property
     def has_swapped(self) -> bool:
@@ -294,7 +357,10 @@ class Instance:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.decodes.members or self.prefilling or self.waiting or self.swapped)
+        # Reserved blocks are a transfer under way: a draining source waits for its copy to
+        # land, a draining destination for the request it will receive.
+        return bool(self.decodes.members or self.prefilling or self.waiting or self.swapped
+                    or self.arriving or self.kv.has_reservations)
 
     # --- the engine loop ------------------------------------------------------------------
     def _run(self):
@@ -384,6 +450,10 @@ class Instance:
     def join_decode(self, req: Request, step: int) -> None:
         req.phase = rq.DECODING
         self.decodes.add(req, step)
+        if self._decoding_hooks:
+            hook = self._decoding_hooks.pop(req.request_id, None)
+            if hook is not None:
+                hook(self.clock)
 
     def _finish(self, req: Request, now: float) -> None:
         req.generated = req.output_tokens
@@ -456,7 +526,7 @@ class Instance:
 
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
-        running = len(self.decodes) + len(self.prefilling)
+        running = len(self.decodes) + len(self.prefilling) + len(self.arriving)
         return InstanceView(
             instance_id=self.instance_id,
             pool=self.pool,
@@ -478,11 +548,13 @@ class Instance:
     @property
     def held_count(self) -> int:
         """Requests on this instance in any phase: running, waiting or swapped out."""
-        return len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
+        return (len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
+                + len(self.arriving))
 
     def held_requests(self) -> list[Request]:
         return ([r for _, r in self.waiting] + [r for _, r in self.swapped]
-                + list(self.prefilling) + list(self.decodes.members.values()))
+                + list(self.prefilling) + list(self.decodes.members.values())
+                + list(self.arriving))
 
     def settle_at(self, now: float) -> None:
         """At the horizon: settle lazily counted tokens of decoding requests (unfinished)."""

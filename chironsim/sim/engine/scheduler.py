@@ -63,6 +63,12 @@ class LocalScheduler:
             inst.running_add(req)
             resumed.append(req)
             inst.host.log_event(SWAP_IN, inst, req, f"{blocks} blocks" + (" (moved)" if remote else ""))
+        # Requests whose KV a migration delivered join the batch as they are.
+        while inst.arriving:
+            req = inst.arriving.popleft()
+            inst.join_decode(req, step)
+            inst.running_add(req)
+            resumed.append(req)
         # Running decodes grow; preempt until the growth fits.
         growth = decodes.growth_at(step)
         while growth > kv.free_blocks:
