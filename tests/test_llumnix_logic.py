@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from chironsim.contract.load import LoadReport, RunningRequest
+from chironsim.contract.load import LoadReport, RunningRequest, choose_request
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.policies.llumnix.config import LlumnixPolicyConfig
 from chironsim.policies.llumnix.dispatch import RoundRobin, freest, infaas_plus_plus
@@ -27,7 +27,6 @@ from chironsim.policies.llumnix.freeness import (
 from chironsim.policies.llumnix.pairing import (
     MigrateRunning,
     MoveWaiting,
-    choose_request,
     pair_migrations,
 )
 from chironsim.policies.llumnix.scaling import (
@@ -53,18 +52,19 @@ def rep(name: str, *, free: int = 100, total: int = 200, watermark: int = 0, run
     """A report; ``running`` plain requests unless ``requests`` is given."""
     if requests is None:
         requests = tuple(req(start=i) for i in range(running))
-    return LoadReport(name, "default", state, total, free, watermark, requests,
-                      tuple(next(_ids) for _ in range(waiting)), waiting_blocks, hol,
-                      preempted, out, into)
+    return LoadReport(name, "default", state, total, free, watermark, len(requests), waiting,
+                      waiting_blocks, hol, preempted, out, into,
+                      movable=sum(r.movable for r in requests),
+                      running_priorities=tuple(sorted({r.priority for r in requests})))
 
 
 # --- the report -------------------------------------------------------------------------------
 
 
-def test_report_counts_derive_from_its_requests():
-    r = rep("a", requests=(req(0), req(0), req(2)), waiting=3)
-    assert (r.running, r.waiting) == (3, 3)
-    assert r.running_by_priority() == {0: 2, 2: 1}
+def test_report_carries_counts_and_the_priorities_running():
+    r = rep("a", requests=(req(0), req(0), req(2, movable=False)), waiting=3)
+    assert (r.running, r.waiting, r.movable) == (3, 3, 2)
+    assert r.running_priorities == (0, 2)
     assert rep("a", state=DRAINING).terminating and not rep("a", state=DRAINING).accepting
     with pytest.raises(AttributeError):
         r.free_blocks = 0  # frozen: a poll's report cannot be updated by a dispatch
@@ -205,7 +205,7 @@ def test_sources_most_loaded_first_pair_kth_with_kth_freest_destination():
         rep("s_worst", free=0, running=4, waiting=1, hol=4.0),  # -0.8
         rep("d_idle", free=50),                # +inf: freest of all
     ]
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     assert pairs(decisions) == [("s_worst", "d_idle"), ("s_bad", "d_free"), ("s_mild", "d_some")]
     assert all(d.reason == "overloaded" for d in decisions)
 
@@ -213,7 +213,7 @@ def test_sources_most_loaded_first_pair_kth_with_kth_freest_destination():
 def test_more_sources_than_destinations_leaves_the_least_loaded_sources_unpaired():
     reports = [rep("s1", free=1, running=4), rep("s2", free=2, running=4),
                rep("s3", free=3, running=4), rep("d", free=100, running=1)]
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     assert pairs(decisions) == [("s1", "d")]
 
 
@@ -221,7 +221,7 @@ def test_preempted_requests_make_a_source_and_bar_a_destination():
     reports = [rep("p", free=100, running=2, preempted=1),   # free (50) yet a source
                rep("d", free=100, running=1),
                rep("q", free=500, running=1, preempted=2)]   # freest, but never a destination
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     # both are sources; the more loaded (p: 50 < q: 500) goes first
     assert pairs(decisions) == [("p", "d")]
     assert decisions[0].reason == "preempted"
@@ -232,11 +232,10 @@ def test_instances_with_a_migration_in_flight_are_skipped_before_pairing():
                rep("s_next", free=4, running=4),
                rep("d_busy", free=900, running=1, into=1),   # freest, but already receiving
                rep("d_next", free=100, running=1)]
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     assert pairs(decisions) == [("s_next", "d_next")]
     # the limits are configurable: two at a time lets both in
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running",
-                                max_out=2, max_in=2)
+    decisions = pair_migrations(reports, threshold=T, max_out=2, max_in=2)
     assert pairs(decisions) == [("s_busy", "d_busy"), ("s_next", "d_next")]
 
 
@@ -244,7 +243,7 @@ def test_a_source_with_nothing_movable_does_not_hold_a_destination():
     prefilling = tuple(req(start=i, movable=False) for i in range(4))
     reports = [rep("stuck", free=0, requests=prefilling), rep("s", free=4, running=4),
                rep("d", free=100, running=1)]
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     assert pairs(decisions) == [("s", "d")]
 
 
@@ -252,10 +251,10 @@ def test_a_terminating_instance_is_the_first_source_and_hands_over_its_waiting_r
     drain = rep("drain", free=150, running=2, waiting=3, state=DRAINING)
     reports = [rep("s", free=0, running=4), drain, rep("d1", free=100, running=1),
                rep("d2", free=50, running=1)]
-    decisions = pair_migrations(reports, threshold=T, request_choice="last_running")
+    decisions = pair_migrations(reports, threshold=T)
     assert pairs(decisions) == [("drain", "d1"), ("s", "d2")]
     moved = [d for d in decisions if isinstance(d, MoveWaiting)]
-    assert [d.request_id for d in moved] == list(drain.waiting_request_ids)  # queue order
+    assert len(moved) == drain.waiting  # one hand-over per waiting request, head first
     assert {(d.source, d.destination, d.reason) for d in moved} == {("drain", "d1", "terminating")}
     first = decisions[0]
     assert isinstance(first, MigrateRunning) and first.reason == "terminating"
@@ -263,16 +262,14 @@ def test_a_terminating_instance_is_the_first_source_and_hands_over_its_waiting_r
 
 def test_a_terminating_instance_at_its_limit_still_hands_over_waiting_requests_only():
     drain = rep("drain", free=150, running=2, waiting=2, state=DRAINING, out=1)
-    decisions = pair_migrations([drain, rep("d", free=100)], threshold=T,
-                                request_choice="last_running")
+    decisions = pair_migrations([drain, rep("d", free=100)], threshold=T)
     assert all(isinstance(d, MoveWaiting) for d in decisions) and len(decisions) == 2
     # with nothing waiting and its one migration in flight, it waits for the next poll
     drain = rep("drain", free=150, running=2, state=DRAINING, out=1)
-    assert pair_migrations([drain, rep("d", free=100)], threshold=T,
-                           request_choice="last_running") == []
+    assert pair_migrations([drain, rep("d", free=100)], threshold=T) == []
     # and it is never a destination, nor is an empty drained instance a source
     assert pair_migrations([rep("s", free=0, running=4), rep("gone", state=DRAINING)],
-                           threshold=T, request_choice="last_running") == []
+                           threshold=T) == []
 
 
 def test_request_choice_last_running_and_shortest_running():
@@ -299,10 +296,9 @@ def test_headroom_turns_an_instance_with_a_high_priority_request_into_a_source()
     hi = rep("hi", free=40, requests=(req(0, start=1, request_id=31),
                                       req(5, start=2, request_id=32)))
     d = rep("d", free=100, running=1)
-    assert pair_migrations([hi, d], threshold=T, request_choice="last_running") == []  # 20
-    decisions = pair_migrations([hi, d], threshold=T, request_choice="last_running",
-                                headroom={0: 36}, low_priority_first=True)   # (40 − 36) / 2 = 2
-    assert decisions == [MigrateRunning("hi", "d", 32, "overloaded")]
+    assert pair_migrations([hi, d], threshold=T) == []  # 20
+    decisions = pair_migrations([hi, d], threshold=T, headroom={0: 36})   # (40 − 36) / 2 = 2
+    assert decisions == [MigrateRunning("hi", "d", "overloaded")]
 
 
 @st.composite
@@ -317,29 +313,28 @@ def cluster(draw) -> list[LoadReport]:
             running.append(RunningRequest(next_id, draw(st.integers(0, 2)),
                                           draw(st.integers(1, 3000)), draw(st.integers(1, 200)),
                                           k, draw(st.booleans())))
-        waiting = tuple(range(next_id + 1, next_id + 1 + draw(st.integers(0, 3))))
-        next_id += len(waiting)
+        waiting = draw(st.integers(0, 3))
         total = draw(st.integers(50, 2000))
         hol = draw(st.floats(0, 100)) if waiting else 0.0
         reports.append(LoadReport(
             f"i{i}", "default", draw(st.sampled_from([READY, READY, READY, DRAINING, LOADING])),
-            total, draw(st.integers(0, total)), draw(st.integers(0, 20)), tuple(running), waiting,
+            total, draw(st.integers(0, total)), draw(st.integers(0, 20)), len(running), waiting,
             hol + (draw(st.floats(0, 300)) if waiting else 0.0), hol,
             draw(st.integers(0, 2)) if draw(st.booleans()) else 0,
-            draw(st.integers(0, 2)), draw(st.integers(0, 2))))
+            draw(st.integers(0, 2)), draw(st.integers(0, 2)),
+            movable=sum(r.movable for r in running),
+            running_priorities=tuple(sorted({r.priority for r in running}))))
     return reports
 
 
 @settings(max_examples=300, deadline=None)
 @given(reports=cluster(), threshold=st.floats(0, 50),
-       choice=st.sampled_from(["last_running", "shortest_running"]),
        limits=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-       headroom=st.sampled_from([{}, {0: 40}, {0: 10, 1: 300}]), low_first=st.booleans())
-def test_pairing_invariants(reports, threshold, choice, limits, headroom, low_first):
+       headroom=st.sampled_from([{}, {0: 40}, {0: 10, 1: 300}]))
+def test_pairing_invariants(reports, threshold, limits, headroom):
     max_out, max_in = limits
-    decisions = pair_migrations(reports, threshold=threshold, request_choice=choice,
-                                headroom=headroom, max_out=max_out, max_in=max_in,
-                                low_priority_first=low_first)
+    decisions = pair_migrations(reports, threshold=threshold, headroom=headroom,
+                                max_out=max_out, max_in=max_in)
     by_id = {r.instance_id: r for r in reports}
     links = {(d.source, d.destination) for d in decisions}
     sources = [s for s, _ in links]
@@ -361,15 +356,14 @@ def test_pairing_invariants(reports, threshold, choice, limits, headroom, low_fi
     for d in running_moves:
         src = by_id[d.source]
         assert src.migrations_out < max_out
-        assert d.request_id in {r.request_id for r in src.running_requests if r.movable}
-    for d in decisions:
-        if isinstance(d, MoveWaiting):
-            assert by_id[d.source].terminating
-            assert d.request_id in by_id[d.source].waiting_request_ids
+        assert src.movable > 0
+    for source in {d.source for d in decisions if isinstance(d, MoveWaiting)}:
+        assert by_id[source].terminating
+        handed = sum(1 for d in decisions if isinstance(d, MoveWaiting) and d.source == source)
+        assert handed == by_id[source].waiting
     # reading only the reports: the same poll gives the same decisions
-    assert decisions == pair_migrations(reports, threshold=threshold, request_choice=choice,
-                                        headroom=headroom, max_out=max_out, max_in=max_in,
-                                        low_priority_first=low_first)
+    assert decisions == pair_migrations(reports, threshold=threshold, headroom=headroom,
+                                        max_out=max_out, max_in=max_in)
 
 
 @settings(max_examples=200, deadline=None)

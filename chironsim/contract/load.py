@@ -10,13 +10,12 @@ comes from a :class:`LoadReport`; nothing here is a live view.
 The fields are those of the released code's ``InstanceInfo`` (``llumnix/instance_info.py`` at
 ``37d8e5ea``: free/watermark blocks, running, waiting, ``num_block_all_waiting_request``,
 ``num_block_first_waiting_request``, ``num_killed_request``) plus what the paper's priorities
-and the simulator's migration limits need (per-request priorities, migrations in flight).
-Counts are derived from the request tuples, so a report cannot disagree with itself.
+and the simulator's migration limits need (priorities running, migrations in flight, requests
+that could move).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -68,7 +67,7 @@ def choose_request(running: Sequence[RunningRequest], choice: RequestChoice,
 
 @dataclass(frozen=True, slots=True)
 class LoadReport:
-    """One instance at one poll.
+    """One instance at one poll: counts only, so a poll costs O(1) per instance.
 
     ``free_blocks`` already excludes blocks reserved for incoming migrations: the reference
     (A.1) counts a destination's reservation as used memory, so a reservation lowers the
@@ -76,8 +75,11 @@ class LoadReport:
     and ``head_of_line_blocks`` (the first waiting request) are prompt demands in blocks; the
     released code computes them as ``prompt_len / block_size`` without rounding up, hence
     floats. ``preempted`` is the code's ``num_killed_request``: swapped-out requests plus
-    waiting ones that had been running before. ``waiting_request_ids`` is the waiting queue in
-    order (head first); a terminating instance hands these over.
+    waiting ones that had been running before. ``movable`` counts the running requests a
+    migration could take (decoding and not already moving); which one goes is chosen on the
+    live source when the migration starts (:func:`choose_request`), so the report carries no
+    per-request list. ``running_priorities`` are the class priorities with at least one
+    running request, what the paper's headroom needs.
     """
 
     instance_id: str
@@ -86,21 +88,15 @@ class LoadReport:
     total_blocks: int
     free_blocks: int
     watermark_blocks: int
-    running_requests: tuple[RunningRequest, ...] = ()
-    waiting_request_ids: tuple[int, ...] = ()
+    running: int = 0
+    waiting: int = 0
     waiting_prompt_blocks: float = 0.0
     head_of_line_blocks: float = 0.0
     preempted: int = 0
     migrations_out: int = 0
     migrations_in: int = 0
-
-    @property
-    def running(self) -> int:
-        return len(self.running_requests)
-
-    @property
-    def waiting(self) -> int:
-        return len(self.waiting_request_ids)
+    movable: int = 0
+    running_priorities: tuple[int, ...] = ()
 
     @property
     def terminating(self) -> bool:
@@ -111,7 +107,3 @@ class LoadReport:
     def accepting(self) -> bool:
         """Only ready instances take dispatches or migrations in."""
         return self.state == READY
-
-    def running_by_priority(self) -> dict[int, int]:
-        """Running requests per priority (lower number = served first, as in the engine)."""
-        return dict(Counter(r.priority for r in self.running_requests))

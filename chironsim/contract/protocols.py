@@ -24,7 +24,12 @@ class Router(Protocol):
 
 @runtime_checkable
 class Autoscaler(Protocol):
-    """Decides, every ``interval`` simulated seconds, how the cluster should change."""
+    """Decides, every ``interval`` simulated seconds, how the cluster should change.
+
+    An autoscaler that sets ``observes = "load"`` (a poller, like Llumnix's manager) is given
+    a view whose pools carry the instances' :class:`~chironsim.contract.load.LoadReport` in
+    ``PoolView.load`` and no instance views; any other gets the full view.
+    """
 
     interval: float
 

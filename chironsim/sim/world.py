@@ -83,9 +83,12 @@ class Simulation:
     # Validation bounds these counts when it knows the run's length; a trace-driven run's is
     # known only as it goes, so the loops stop there too (one spare: the sample at t = 0).
     def _ticker(self, autoscaler: Autoscaler):
+        # A poller (``observes = "load"``) gets load reports only; the others full views.
+        observe = (self.cluster.load_view if getattr(autoscaler, "observes", "") == "load"
+                   else self.cluster.view)
         for _ in range(MAX_PERIODIC_EVENTS + 1):
             yield self.env.timeout(autoscaler.interval)
-            self.cluster.apply(autoscaler.on_tick(self.cluster.view()))
+            self.cluster.apply(autoscaler.on_tick(observe()))
         raise self._too_many("policy ticks", f"the policy's interval of {autoscaler.interval:g} s",
                              MAX_PERIODIC_EVENTS)
 

@@ -42,8 +42,7 @@ def headroom_blocks(report: LoadReport, headroom: Mapping[int, int]) -> int:
     the per-request shares ``headroom[p] / numRequests[p]`` sum to ``headroom[p]``)."""
     if not headroom:
         return 0
-    present = {r.priority for r in report.running_requests}
-    return sum(headroom.get(p, 0) for p in present)
+    return sum(headroom.get(p, 0) for p in report.running_priorities)
 
 
 def dispatch_freeness(report: LoadReport, headroom: Mapping[int, int] = NO_HEADROOM) -> float:

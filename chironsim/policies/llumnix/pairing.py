@@ -24,9 +24,11 @@ Choices that are ours, each for a stated reason:
 - A terminating source at its limit of migrations out is still paired when it has waiting
   requests: handing those over copies no KV, and waiting for the running migration to end
   would only delay the drain.
-- With priorities (``low_priority_first``), the request moved is chosen among the lowest
-  priority present (the paper: the source prefers low-priority requests; unverified detail,
-  A.2.1), then by ``request_choice``; the released code has no priorities.
+- The request moved is chosen on the live source when the move starts
+  (:func:`chironsim.contract.load.choose_request`, asked for by the policy's ``Migrate``
+  action), not from the poll: a report carries counts only, so polling stays cheap. With
+  priorities the source gives up the lowest priority present first (the paper: the source
+  prefers low-priority requests; unverified detail, A.2.1); the released code has none.
 
 Decisions are plain records, not simulator actions: the wiring step translates them.
 """
@@ -37,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from chironsim.contract.load import LoadReport, RequestChoice, RunningRequest, choose_request
+from chironsim.contract.load import LoadReport
 from chironsim.contract.states import DRAINING, READY
 from chironsim.policies.llumnix.freeness import NO_HEADROOM, migration_freeness
 
@@ -46,23 +48,21 @@ Reason = Literal["terminating", "preempted", "overloaded"]
 
 @dataclass(frozen=True, slots=True)
 class MigrateRunning:
-    """Move running request ``request_id`` (its KV live-migrated) from ``source`` to
-    ``destination``."""
+    """Move one running request (its KV live-migrated) from ``source`` to ``destination``; the
+    source chooses which when the migration starts (:func:`choose_request` on live state)."""
 
     source: str
     destination: str
-    request_id: int
     reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
 class MoveWaiting:
-    """Hand waiting request ``request_id`` of a terminating ``source`` to ``destination`` (no KV
-    to copy)."""
+    """Hand the head of a terminating ``source``'s waiting queue to ``destination`` (no KV to
+    copy); one record per waiting request, taken in queue order."""
 
     source: str
     destination: str
-    request_id: int
     reason: Reason = "terminating"
 
 
@@ -70,14 +70,13 @@ Decision = MigrateRunning | MoveWaiting
 
 
 def pair_migrations(reports: Sequence[LoadReport], *, threshold: float,
-                    request_choice: RequestChoice,
                     headroom: Mapping[int, int] = NO_HEADROOM,
-                    max_out: int = 1, max_in: int = 1,
-                    low_priority_first: bool = False) -> list[Decision]:
+                    max_out: int = 1, max_in: int = 1) -> list[Decision]:
     """One poll's migrations: at most one running request per (source, destination) pair,
-    plus every waiting request of a terminating source. Reads only ``reports``."""
+    plus every waiting request of a terminating source. Reads only ``reports``; which running
+    request moves is the source's choice when the move starts."""
     freeness = {r.instance_id: migration_freeness(r, headroom) for r in reports}
-    sources: list[tuple[float, str, LoadReport, RunningRequest | None]] = []
+    sources: list[tuple[float, str, LoadReport, bool]] = []
     destinations: list[tuple[float, str]] = []
     for r in reports:
         f = freeness[r.instance_id]
@@ -88,9 +87,8 @@ def pair_migrations(reports: Sequence[LoadReport], *, threshold: float,
             continue
         if not (r.terminating or r.preempted > 0 or f < threshold):
             continue
-        candidate = (choose_request(r.running_requests, request_choice, low_priority_first)
-                     if r.migrations_out < max_out else None)
-        if candidate is not None or (r.terminating and r.waiting):
+        candidate = r.movable > 0 and r.migrations_out < max_out
+        if candidate or (r.terminating and r.waiting):
             sources.append((f, r.instance_id, r, candidate))
     sources.sort(key=lambda s: (s[0], s[1]))
     destinations.sort()
@@ -98,9 +96,8 @@ def pair_migrations(reports: Sequence[LoadReport], *, threshold: float,
     for (_, _, src, candidate), (_, dst) in zip(sources, destinations):
         reason: Reason = ("terminating" if src.terminating
                           else "preempted" if src.preempted > 0 else "overloaded")
-        if candidate is not None:
-            decisions.append(MigrateRunning(src.instance_id, dst, candidate.request_id, reason))
+        if candidate:
+            decisions.append(MigrateRunning(src.instance_id, dst, reason))
         if src.terminating:
-            decisions.extend(MoveWaiting(src.instance_id, dst, rid)
-                             for rid in src.waiting_request_ids)
+            decisions.extend(MoveWaiting(src.instance_id, dst) for _ in range(src.waiting))
     return decisions
