@@ -302,3 +302,44 @@ def test_random_migrations_conserve_requests_and_blocks(data):
         assert rec.status in ("finished", "rejected")
         assert (rec.migrations > 0) == (rec.request_id in done)
     assert_no_reservations(sim)
+
+
+def test_load_reports_count_a_migration_and_its_reservation():
+    spec = RequestSpec(0.0, 7600, 400)
+    reports = []
+
+    class Poll(Script):
+        observes = "load"
+
+        def on_tick(self, view):
+            reports.append((view.time, {r.instance_id: r for r in view.pools["default"].load}))
+            assert view.pools["default"].instances == ()  # a poller pays for reports only
+            return super().on_tick(view)
+
+    cluster = ClusterConfig(model="llama-3-8b", gpu="a10",
+                            pools={"default": PoolConfig(instances=2)})
+    sim = Simulation(cluster, {"default": RequestClassSpec()}, iter([spec]), FirstInstance(),
+                     [Poll([(2.0, Migrate("default-0", "default-1"))])], duration_s=None,
+                     drain_s=600.0, sample_interval_s=1.0)
+    sim.run()
+    during = [r for t, r in reports if 2.06 < t < 2.2]
+    assert during
+    for poll in during:
+        src, dst = poll["default-0"], poll["default-1"]
+        assert (src.migrations_out, dst.migrations_in) == (1, 1)
+        assert src.running == 1 and src.movable == 0  # the one request is already moving
+        assert dst.free_blocks <= dst.total_blocks - (7600 // 16 - 1)
+    after = [r for t, r in reports if t > 3.0][0]
+    assert after["default-1"].running == 1 and after["default-0"].running == 0
+    assert after["default-0"].free_blocks == after["default-0"].total_blocks
+
+
+@pytest.mark.parametrize("priority_scheduling", [True, False])
+def test_priority_scheduling_switch(priority_scheduling):
+    specs = [RequestSpec(0.0, 100, 50, request_class="normal"),
+             RequestSpec(0.001, 100, 50, request_class="normal"),
+             RequestSpec(0.002, 100, 50, request_class="high")]
+    sim = simulate(specs, [], instances=1, priorities={"high": 0, "normal": 1},
+                   engine={"max_num_seqs": 1, "priority_scheduling": priority_scheduling})
+    order = [r.request_id for r in sorted(sim.request_records, key=lambda r: r.finish_time)]
+    assert order == ([0, 2, 1] if priority_scheduling else [0, 1, 2])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from collections.abc import Callable
 
 import numpy as np
 
@@ -93,11 +94,12 @@ class DecodeSet:
             self.remove(req, step)
             done.append(req)
 
-    def lowest_priority(self) -> Request | None:
-        """The member vLLM would preempt first: lowest priority, then latest arrival."""
+    def lowest_priority(self, order: Callable[[Request], tuple] = Request.sort_key) -> Request | None:
+        """The member vLLM would preempt first: the largest ``order`` (by default lowest
+        priority, then latest arrival)."""
         if not self.members:
             return None
-        return max(self.members.values(), key=Request.sort_key)
+        return max(self.members.values(), key=order)
 
 
 class RunningMax:

@@ -24,6 +24,7 @@ import numpy as np
 import simpy
 
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.load import LoadReport
 from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
 from chironsim.sim.allocator import KVBlockAllocator
@@ -84,6 +85,10 @@ class Instance:
         self.max_context = max_context
         self.swap_seconds_per_block = swap_seconds_per_block
         self.preempt_by_swap = engine.preemption_mode == "swap"
+        #: Queue order and preemption order (the largest key goes first): by class priority,
+        #: or first come, first served for every class when priority scheduling is off.
+        self.order: Callable[[Request], tuple[int, float, int]] = (
+            Request.sort_key if engine.priority_scheduling else Request.fcfs_key)
         #: Run at every iteration boundary, after decode growth and before admission.
         self.mechanisms = tuple(mechanisms)
         # Restoring KV saved on another instance's host: network, then PCIe on this side.
@@ -113,6 +118,9 @@ class Instance:
         self.pure_decode_iterations = 0
         self.pure_decode_seconds = 0.0
         self.running_by_class: dict[str, int] = {}
+        self.running_by_priority: dict[int, int] = {}
+        # Waiting requests that had run before (preempted by recompute): Llumnix's "killed".
+        self.preempted_waiting = 0
         # KV blocks that queued requests (waiting prompts, swapped/saved KV) will claim.
         self.pending_blocks = 0
         self.provision_time = env.now
@@ -184,7 +192,7 @@ class Instance:
                 req.restore_remote = home is not self
                 req.phase = rq.SWAPPED
                 self.pending_blocks += saved
-                heapq.heappush(self.swapped, (req.sort_key(), req))
+                heapq.heappush(self.swapped, (self.order(req), req))
                 self.wake()
                 return
             req.prefill_target = req.prompt_tokens + req.generated
@@ -207,8 +215,9 @@ class Instance:
         phase = req.phase
         saved = 0
         if phase == rq.WAITING:
-            self.waiting.remove((req.sort_key(), req))
+            self.waiting.remove((self.order(req), req))
             heapq.heapify(self.waiting)
+            self.left_waiting(req)
             self.pending_blocks -= -(-req.prefill_target // self.block_size)
         elif phase in (rq.DECODING, rq.PREFILLING):
             self.running_remove(req)
@@ -344,7 +353,14 @@ class Instance:
 
     def push_waiting(self, req: Request) -> None:
         self.pending_blocks += -(-req.prefill_target // self.block_size)
-        heapq.heappush(self.waiting, (req.sort_key(), req))
+        if req.preemptions:
+            self.preempted_waiting += 1
+        heapq.heappush(self.waiting, (self.order(req), req))
+
+    def left_waiting(self, req: Request) -> None:
+        """``req`` left the waiting queue (admitted or detached)."""
+        if req.preemptions:
+            self.preempted_waiting -= 1
 
     def set_max_num_seqs(self, value: int) -> None:
         self.max_num_seqs = max(1, int(value))
@@ -480,6 +496,8 @@ class Instance:
     def running_add(self, req: Request) -> None:
         counts = self.running_by_class
         counts[req.request_class] = counts.get(req.request_class, 0) + 1
+        prios = self.running_by_priority
+        prios[req.priority] = prios.get(req.priority, 0) + 1
 
     def running_remove(self, req: Request) -> None:
         counts = self.running_by_class
@@ -488,6 +506,12 @@ class Instance:
             counts[req.request_class] = left
         else:
             del counts[req.request_class]
+        prios = self.running_by_priority
+        left = prios[req.priority] - 1
+        if left:
+            prios[req.priority] = left
+        else:
+            del prios[req.priority]
 
     def leave_decode(self, req: Request, step: int) -> None:
         """Take a decoding request out of the set, settling its tokens, blocks and ITL."""
@@ -542,6 +566,28 @@ class Instance:
             pure_decode_iterations=self.pure_decode_iterations,
             pure_decode_seconds=self.pure_decode_seconds,
             running_by_class=tuple(self.running_by_class.items()),
+        )
+
+    def load_report(self, now: float, migrations_out: int = 0, migrations_in: int = 0) -> LoadReport:
+        """What Llumnix's instance reports at a poll, from counters kept as the engine runs:
+        O(1), no per-request list. Exact at ``now`` inside a stretch, like :meth:`view`.
+
+        Queued demand is this engine's own ``pending_blocks`` (whole blocks, swapped-out KV
+        included) where the released code sums ``prompt_len / block_size`` over its waiting
+        queue; the head of line is the released code's unrounded form."""
+        head = self.waiting[0][1] if self.waiting else None
+        decoding = len(self.decodes)
+        return LoadReport(
+            self.instance_id, self.pool, self.state, self.kv.capacity,
+            self.kv.capacity - self.kv_used_at(now), self.kv.watermark,
+            decoding + len(self.prefilling) + len(self.arriving),
+            len(self.waiting) + len(self.swapped),
+            float(self.pending_blocks),
+            head.prefill_target / self.block_size if head is not None else 0.0,
+            len(self.swapped) + self.preempted_waiting,
+            migrations_out, migrations_in,
+            movable=max(0, decoding - migrations_out),
+            running_priorities=tuple(self.running_by_priority),
         )
 
     # --- end of simulation ----------------------------------------------------------------

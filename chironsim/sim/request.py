@@ -83,6 +83,10 @@ class Request:
         """Admission order: class priority (lower first), then arrival (FCFS), then id."""
         return (self.priority, self.arrival, self.request_id)
 
+    def fcfs_key(self) -> tuple[int, float, int]:
+        """Admission order of a priority-agnostic engine: arrival (FCFS), then id."""
+        return (0, self.arrival, self.request_id)
+
     def __repr__(self) -> str:
         return (f"Request({self.request_id}, {self.request_class}, {self.phase}, "
                 f"{self.generated}/{self.output_tokens})")

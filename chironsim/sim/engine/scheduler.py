@@ -100,6 +100,7 @@ class LocalScheduler:
                 if not kv.can_allocate(need):
                     break
                 heapq.heappop(inst.waiting)
+                inst.left_waiting(req)
                 inst.pending_blocks -= need
                 inst.running_add(req)
                 kv.allocate(req.request_id, need)
@@ -112,11 +113,12 @@ class LocalScheduler:
         return chunks, resumed, transfer_seconds, growth
 
     def _preempt_one(self, step: int) -> int:
-        """Preempt the lowest-priority, latest-arrived running request; returns blocks swapped."""
+        """Preempt the lowest-priority, latest-arrived running request (the latest arrived
+        when priority scheduling is off); returns blocks swapped."""
         inst = self.inst
-        victim = inst.decodes.lowest_priority()
+        victim = inst.decodes.lowest_priority(inst.order)
         candidates = [r for r in (victim, *inst.prefilling) if r is not None]
-        victim = max(candidates, key=Request.sort_key)
+        victim = max(candidates, key=inst.order)
         victim.preemptions += 1
         inst.running_remove(victim)
         if victim.phase == rq.DECODING:
@@ -125,7 +127,7 @@ class LocalScheduler:
                 blocks = inst.kv.swap_out(victim.request_id)
                 victim.phase = rq.SWAPPED
                 inst.pending_blocks += blocks
-                heapq.heappush(inst.swapped, (victim.sort_key(), victim))
+                heapq.heappush(inst.swapped, (inst.order(victim), victim))
                 inst.host.log_event(SWAP_OUT, inst, victim, f"{blocks} blocks")
                 return blocks
         else:
