@@ -98,10 +98,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from chironsim.catalog import get_gpu
     from chironsim.perf.calibrate import calibrate_command
 
-    try:
-        get_gpu(args.gpu)
-    except ChironError as err:
-        raise ChironError(f"--gpu: {err}") from None
+    if args.gpu is not None:
+        try:
+            get_gpu(args.gpu)
+        except ChironError as err:
+            raise ChironError(f"--gpu: {err}") from None
     print(calibrate_command(args.profiles, args.gpu, args.write))
     return 0
 
@@ -142,10 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.set_defaults(func=_cmd_run)
 
-    p_cal = sub.add_parser("calibrate", help="fit roofline efficiency factors to measured profiles")
-    p_cal.add_argument("profiles", nargs="+", help="Vidur-format per-operator profile CSVs")
-    p_cal.add_argument("--gpu", default="a100-80gb", help="GPU the profiles were measured on")
-    p_cal.add_argument("--write", help="write the fitted factors to this YAML file")
+    p_cal = sub.add_parser("calibrate", help="fit roofline efficiency factors and communication curves per GPU")
+    p_cal.add_argument("profiles", nargs="+", help="Vidur-format profile CSVs (mlp, all_reduce, send_recv)")
+    p_cal.add_argument("--gpu", default=None,
+                       help="GPU all the profiles were measured on (default: from each file's prefix, a100_/h100_)")
+    p_cal.add_argument("--write", help="write the fitted factors and curves to this YAML file")
     p_cal.set_defaults(func=_cmd_calibrate)
 
     p_tr = sub.add_parser("traces", help="inspect or download workload traces")

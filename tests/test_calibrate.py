@@ -1,5 +1,6 @@
-"""Calibration: recovers known factors from synthetic profiles, rejects bad files, and the
-shipped defaults are reproducible from the public Vidur profiles."""
+"""Calibration: recovers known factors and communication curves from synthetic profiles,
+rejects bad files, and the shipped per-GPU factors and curves are reproducible from the public
+Vidur profiles and meet the error targets they are shipped with."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from chironsim.catalog import get_gpu
 from chironsim.errors import TraceFormatError
 from chironsim.perf import Efficiency
 from chironsim.perf.calibrate import calibrate, calibrate_command, format_report
+from chironsim.perf.efficiency import shipped_calibration
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 VIDUR = TRACES / "vidur_profiling"
 A100 = get_gpu("A100-80GB")
 TRUE = {"gemm_compute": 0.65, "gemm_memory": 0.7, "overlap": 0.4, "kernel_floor_s": 4e-6,
-        "elementwise_memory": 0.5, "elementwise_floor_s": 3e-6, "link": 0.6, "allreduce_latency_s": 20e-6}
+        "norm_memory": 0.4, "norm_floor_s": 2e-6, "norm_rows": 120.0, "rope_memory": 0.5, "rope_floor_s": 3e-6,
+        "rope_rows": 80.0, "act_memory": 0.55, "act_floor_s": 1e-6, "act_rows": 100.0,
+        "add_memory": 0.9, "add_floor_s": 1.5e-6, "add_rows": 20.0}
+KIND = {"input_layernorm": "norm", "post_attention_layernorm": "norm", "attn_rope": "rope", "mlp_act": "act",
+        "add": "add"}
+#: the synthetic all-reduce: latency 20 us, then 60 % of the link rate (one alpha-beta line)
+ALPHA, LINK_SHARE = 20e-6, 0.6
 TOKENS = sorted({2**i for i in range(13)} | set(range(64, 4097, 192)))
 
 
@@ -45,7 +53,9 @@ def _synthetic_mlp(path: Path, h: int, heads: int, kv_heads: int, inter: int) ->
                 seconds = max(tc, tm) + TRUE["overlap"] * min(tc, tm) + TRUE["kernel_floor_s"]
                 row[f"time_stats.{op}.median"] = seconds * 1e3
             for op, width in widths.items():
-                seconds = TRUE["elementwise_floor_s"] + t * width * b / (hbm * TRUE["elementwise_memory"])
+                kind = KIND[op]
+                rows_priced = max(t, TRUE[f"{kind}_rows"])
+                seconds = TRUE[f"{kind}_floor_s"] + rows_priced * width * b / (hbm * TRUE[f"{kind}_memory"])
                 row[f"time_stats.{op}.median"] = seconds * 1e3
             rows.append(row)
     pd.DataFrame(rows).to_csv(path, index=False)
@@ -56,7 +66,7 @@ def _synthetic_all_reduce(path: Path) -> Path:
     rows = []
     for n in (2, 4, 8):
         for size in [2**k for k in range(11, 27)] + list(range(2**20, 2**26, 2**22)):
-            seconds = TRUE["allreduce_latency_s"] + 2 * (n - 1) / n * size / (A100.link_bytes_per_s * TRUE["link"])
+            seconds = ALPHA + 2 * (n - 1) / n * size / (A100.link_bytes_per_s * LINK_SHARE)
             rows.append({"time_stats.all_reduce.median": seconds * 1e3, "rank": 0, "num_workers": n,
                          "size": size, "collective": "all_reduce", "devices_per_node": n, "max_devices_per_node": 8})
     pd.DataFrame(rows).to_csv(path)
@@ -71,13 +81,20 @@ def synthetic(tmp_path: Path) -> list[Path]:
 
 
 def test_calibration_recovers_known_factors(synthetic):
-    report = calibrate(synthetic, A100)
+    report = calibrate(synthetic, A100).only
     fitted = report.efficiency.to_mapping()
     for name, value in TRUE.items():
         assert fitted[name] == pytest.approx(value, rel=0.01), name
     assert report.gemm_errors["max_err_pct"].max() < 0.5
     assert set(report.gemm_errors["model"]) == {"small", "large"}
     assert len(report.reference_checks) == 6 and fitted["iteration_overhead_s"] >= 0
+    # the piecewise curve reproduces a straight alpha-beta line within 2 % (its knots sit between
+    # the sparse synthetic sizes, which the L1 fit does not pin exactly)
+    for n in (2, 4, 8):
+        for size in (2048.0, 1e5, 3e6, 5e7):
+            expected = ALPHA + 2 * (n - 1) / n * size / (A100.link_bytes_per_s * LINK_SHARE)
+            assert report.comm.all_reduce(size, n) == pytest.approx(expected, rel=0.02), (n, size)
+    assert report.comm_errors["worst_decade_pct"].max() < 1.0
 
 
 def test_command_writes_factors_that_load_back(synthetic, tmp_path: Path):
@@ -87,6 +104,7 @@ def test_command_writes_factors_that_load_back(synthetic, tmp_path: Path):
     document = yaml.safe_load(target.read_text())
     assert document["generated_by"].startswith("chironsim calibrate a100_small_mlp.csv")
     assert str(tmp_path) not in target.read_text()  # no machine paths in a file meant for the repo
+    assert list(document["gpus"]) == ["A100-80GB"] and document["gpus"]["A100-80GB"]["comm"]["all_reduce"]
     loaded = Efficiency.from_yaml(target)
     assert loaded.gemm_compute == pytest.approx(TRUE["gemm_compute"], rel=0.01)
 
@@ -131,7 +149,7 @@ def test_unreadable_and_out_of_range_profiles_are_user_errors(synthetic, tmp_pat
     import gzip
 
     text = synthetic[0].read_bytes()
-    assert calibrate([_gz(tmp_path / "ok_mlp.csv.gz", gzip.compress(text))], A100).gemm_errors is not None
+    assert calibrate([_gz(tmp_path / "ok_mlp.csv.gz", gzip.compress(text))], A100).only.gemm_errors is not None
     with pytest.raises(TraceFormatError, match=r"cut\.csv\.gz: the gzip data ends early"):
         calibrate([_gz(tmp_path / "cut.csv.gz", gzip.compress(text)[:2000])], A100)
     with pytest.raises(TraceFormatError, match=r"plain\.csv\.gz: not gzip-compressed"):
@@ -158,29 +176,82 @@ def _gz(path: Path, data: bytes) -> Path:
     return path
 
 
+def _shared_files(prefix: str) -> list[Path]:
+    files = sorted(VIDUR.glob(f"{prefix}_*_mlp.csv")) + [VIDUR / f"{prefix}_dgx_all_reduce.csv",
+                                                          VIDUR / f"{prefix}_dgx_send_recv.csv"]
+    if not VIDUR.is_dir() or not all(f.exists() for f in files) or len(files) < 4:
+        pytest.skip("Vidur profiles not found at ../shared/traces/vidur_profiling (not shipped with the package)")
+    return files
+
+
 @pytest.fixture(scope="module")
 def vidur_report():
-    files = sorted(VIDUR.glob("a100_*_mlp.csv")) + [VIDUR / "a100_dgx_all_reduce.csv"]
-    if not VIDUR.is_dir() or len(files) < 5:
-        pytest.skip("Vidur A100 profiles not found at ../shared/traces/vidur_profiling (not shipped with the package)")
-    return calibrate(files, A100)
+    """The shipped calibration's own command: A100 and H100 profiles, each fitted on its own."""
+    return calibrate(_shared_files("a100") + _shared_files("h100"))
 
 
 def test_fit_to_vidur_profiles_is_accurate(vidur_report):
-    errors = vidur_report.gemm_errors
+    a100 = vidur_report.gpus["A100-80GB"]
+    errors = a100.gemm_errors
     assert len(errors) == 16  # 4 models x TP 1/2/4/8
     assert errors["mape_pct"].max() < 8.0 and errors["mape_pct"].mean() < 5.0
     assert errors["mape_small_pct"].max() < 10.0
-    assert vidur_report.heldout_errors["mape_pct"].max() < 8.0
-    chosen = vidur_report.ablation.iloc[-1]
-    assert all(chosen["mape_pct"] < row["mape_pct"] for _, row in vidur_report.ablation.iloc[:-1].iterrows())
-    assert vidur_report.reference_checks["error_pct"].abs().max() < 15.0
-    assert "| Llama-2-7b-hf | 1 |" in format_report(vidur_report)
+    assert a100.heldout_errors["mape_pct"].max() < 8.0
+    chosen = a100.ablation.iloc[-1]
+    assert all(chosen["mape_pct"] < row["mape_pct"] for _, row in a100.ablation.iloc[:-1].iterrows())
+    assert a100.reference_checks["error_pct"].abs().max() < 15.0
+    text = format_report(vidur_report)
+    assert "| Llama-2-7b-hf | 1 |" in text and "## H100-SXM" in text and "Leave-one-GPU-out" in text
 
 
-def test_shipped_defaults_are_reproducible(vidur_report):
-    fitted = vidur_report.efficiency.to_mapping()
-    shipped = Efficiency.default().to_mapping()
-    for name, value in shipped.items():
-        assert fitted[name] == pytest.approx(value, rel=0.01), name
-    assert np.isfinite(list(fitted.values())).all()
+def _median(report, group: str, column: str = "all_pct") -> float:
+    table = report.group_errors.set_index("group")
+    return float(table.loc[group, column])
+
+
+@pytest.mark.parametrize("gpu", ["A100-80GB", "H100-SXM"])
+def test_per_group_errors_meet_what_is_claimed(vidur_report, gpu):
+    """The numbers docs/latency-model.md publishes, as bounds: every group below 8 % median
+    except where the docs say the model misses (H100 MLP down, 9.3 %), and <= 8 % at <= 64 tokens."""
+    report = vidur_report.gpus[gpu]
+    for group in ("QKV", "O", "MLP up", "element-wise", "all-reduce"):
+        assert _median(report, group) <= 8.0, group
+    assert _median(report, "MLP down") <= (8.0 if gpu == "A100-80GB" else 9.5)
+    for group in ("QKV", "O", "MLP up", "MLP down", "element-wise"):
+        assert _median(report, group, "<=64_pct") <= 8.0, group
+
+
+def test_communication_meets_ten_percent_per_decade_where_timings_are_not_bimodal(vidur_report):
+    """Median error <= 10 % in every size decade from 1e4 bytes up, except the decades docs
+    name as bimodal (A100 2/4/8 GPUs and H100 8 GPUs below 1 MB), which stay under their
+    published values; above 1 MB every configuration is within 5 %."""
+    known = {("A100-80GB", "all_reduce", 2, 2): 16.0, ("A100-80GB", "all_reduce", 4, 4): 30.0,
+             ("A100-80GB", "all_reduce", 8, 8): 20.0, ("H100-SXM", "all_reduce", 8, 8): 15.0}
+    for gpu, report in vidur_report.gpus.items():
+        for row in report.comm_errors.to_dict(orient="records"):
+            key = (gpu, row["collective"], row["workers"], row["devices_per_node"])
+            for decade in ("1e4_pct", "1e5_pct"):
+                assert row[decade] <= known.get(key, 10.0), (key, decade)
+            assert row["1e6_pct"] <= 5.0 and row["1e7_pct"] <= 5.0, key
+
+
+def test_shipped_calibration_is_reproducible(vidur_report):
+    """Refit from the shared profiles; fails if a shipped factor or curve knot drifts > 1 %."""
+    shipped = shipped_calibration()
+    assert set(shipped.efficiency) == set(vidur_report.gpus) == {"A100-80GB", "H100-SXM"}
+    for gpu, report in vidur_report.gpus.items():
+        fitted = report.efficiency.to_mapping()
+        for name, value in shipped.efficiency[gpu].to_mapping().items():
+            assert fitted[name] == pytest.approx(value, rel=0.01), (gpu, name)
+        assert np.isfinite(list(fitted.values())).all()
+        assert set(report.comm.curves) == set(shipped.comm[gpu].curves)
+        for key, curve in report.comm.curves.items():
+            assert curve.sizes == pytest.approx(shipped.comm[gpu].curves[key].sizes, rel=1e-9), (gpu, key)
+            assert curve.seconds == pytest.approx(shipped.comm[gpu].curves[key].seconds, rel=0.01), (gpu, key)
+
+
+def test_leave_one_gpu_out_is_reported_for_both_directions(vidur_report):
+    table = vidur_report.transfer_errors
+    assert set(zip(table["predicted"], table["factors_from"])) == {("A100-80GB", "H100-SXM"),
+                                                                   ("H100-SXM", "A100-80GB")}
+    assert set(table["group"]) == {"QKV", "O", "MLP up", "MLP down", "element-wise", "all-reduce"}

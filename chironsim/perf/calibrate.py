@@ -1,17 +1,29 @@
-"""Fit the roofline's efficiency factors to measured kernel timings and report the error.
+"""Fit the roofline's efficiency factors and communication curves, per GPU, to measured
+kernel timings, and report the error.
 
-Method (docs/latency-model.md has the numbers):
+Method (docs/latency-model.md has the numbers). Profiles are grouped by GPU (the file-name
+prefix, ``a100_...`` / ``h100_...``, resolved through the catalog's aliases, unless ``--gpu``
+names one GPU for all files); each GPU is fitted on its own files only:
 1. GEMMs (QKV, O, MLP up, MLP down) from Vidur mlp.csv profiles: fit gemm_compute,
    gemm_memory, overlap and kernel_floor_s by least squares on log(predicted / measured),
    weighting each power-of-two band of token counts equally so that the few decode-sized
    points (1-64 tokens) count as much as the densely sampled prefill sizes.
-2. Element-wise kernels (norms, RoPE, activation, add): fit elementwise_memory and
-   elementwise_floor_s the same way.
-3. All-reduce (Vidur all_reduce.csv, single-node rows): fit allreduce_latency_s and link.
+2. Element-wise kernels, per kind (norms, RoPE, activation, add): a bandwidth fraction and a
+   floor each, fitted the same way.
+3. Communication (Vidur all_reduce.csv and send_recv.csv, every (GPU count, GPUs per node)
+   they hold): a continuous, non-decreasing piecewise alpha-beta curve with knots at quarter
+   decades of message size (chironsim/perf/comm.py), fitted by linear programming to minimise
+   the absolute relative error with each size decade weighted equally; a trimmed refit
+   (dropping the worst 40 % of each decade, the minority mode of bimodal small-message
+   timings) is kept where it lowers the worst decade's median error.
 4. Fixed per-iteration overhead: fit to the public whole-request latencies for this GPU
-   (catalog/reference_latencies.yaml); the kernel fit says nothing about scheduler cost.
-The report gives per-(model, TP) errors of per-layer linear time, a leave-one-model-out
-check, an ablation of the overlap and floor terms, and the whole-request comparison.
+   (catalog/reference_latencies.yaml); GPUs without any take the overhead fitted in the same
+   run on a GPU that has them.
+The report gives, per GPU, the median absolute error per operator group and token range and
+per TP, the communication error per GPU count and size decade, per-(model, TP) layer errors, a
+leave-one-model-out check, an ablation of the overlap and floor terms, and, with two or more
+GPUs, leave-one-GPU-out: each GPU predicted with another GPU's factors, which is the expected
+error of the transfer rule for unprofiled GPUs.
 """
 
 from __future__ import annotations
@@ -19,40 +31,72 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.optimize import least_squares, minimize_scalar
+from scipy import sparse
+from scipy.optimize import least_squares, linprog, minimize_scalar
 
 from chironsim.catalog import GPU, get_gpu
 from chironsim.errors import ChironError
-from chironsim.perf.efficiency import Efficiency
+from chironsim.perf.comm import ALL_REDUCE, CommCurve, CommModel, ring_factor
+from chironsim.perf.efficiency import ELEMENTWISE_KINDS, Efficiency
 from chironsim.perf.profiles import ELEMENTWISE_OPS, GEMM_OPS, Profiles, read_profiles
 from chironsim.perf.reference import reference_cases, replay_seconds
 from chironsim.perf.roofline import DTYPE_BYTES, operator_time
 
 _B = DTYPE_BYTES
-_US = 1e-6  # the kernel floor is fitted in microseconds for a well-conditioned problem
+_US = 1e-6  # floors are fitted in microseconds for a well-conditioned problem
+GROUP_NAMES = {"attn_pre_proj": "QKV", "attn_post_proj": "O", "mlp_up_proj": "MLP up", "mlp_down_proj": "MLP down"}
+KIND_OF_OP = {"input_layernorm": "norm", "post_attention_layernorm": "norm", "attn_rope": "rope",
+              "mlp_act": "act", "add": "add"}
+TOKEN_RANGES = ("<=64", "65-512", "513-4096", ">4096")
+_KNOTS_PER_DECADE = 4
+
+
+def token_range(tokens) -> np.ndarray:
+    t = np.asarray(tokens)
+    return np.select([t <= 64, t <= 512, t <= 4096], list(TOKEN_RANGES[:3]), TOKEN_RANGES[3])
 
 
 @dataclass(frozen=True)
-class CalibrationReport:
-    """Fitted factors and the error tables (DataFrames; percentages in *_pct columns)."""
+class GPUCalibration:
+    """One GPU's fitted factors and curves, and its error tables (percent in *_pct columns)."""
 
     gpu: str
     efficiency: Efficiency
+    comm: CommModel | None
     files: tuple[str, ...]
+    group_errors: pd.DataFrame
+    tp_errors: pd.DataFrame
+    comm_errors: pd.DataFrame
     gemm_errors: pd.DataFrame
     heldout_errors: pd.DataFrame
     ablation: pd.DataFrame
     elementwise_errors: pd.DataFrame
-    allreduce_errors: pd.DataFrame
     reference_checks: pd.DataFrame
     notes: tuple[str, ...]
 
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """Per-GPU calibrations (in fitting order) and the leave-one-GPU-out table."""
+
+    gpus: dict[str, GPUCalibration]
+    transfer_errors: pd.DataFrame
+
+    @property
+    def only(self) -> GPUCalibration:
+        if len(self.gpus) != 1:
+            raise ChironError(f"the report holds {len(self.gpus)} GPUs: {sorted(self.gpus)}")
+        return next(iter(self.gpus.values()))
+
+
+# --- GEMMs -------------------------------------------------------------------------------
 
 def _octave_weights(frame: pd.DataFrame, keys: list[str], size: str) -> np.ndarray:
     band = np.floor(np.log2(frame[size].to_numpy(dtype=float)))
@@ -75,6 +119,10 @@ def _gemm_shapes(ops: pd.DataFrame) -> pd.DataFrame:
     fan_in = np.select([ops["op"] == op for op in rows], [rows[op][0] for op in rows])
     fan_out = np.select([ops["op"] == op for op in rows], [rows[op][1] for op in rows])
     return ops.assign(weights=fan_in * fan_out, act=fan_in + fan_out)
+
+
+def _gemm_params(eff: Efficiency) -> np.ndarray:
+    return np.array([eff.gemm_compute, eff.gemm_memory, eff.overlap, eff.kernel_floor_s / _US])
 
 
 def _predict_gemm(params: np.ndarray, data: pd.DataFrame, gpu: GPU) -> np.ndarray:
@@ -143,7 +191,9 @@ def _summarise(frame: pd.DataFrame, by: list[str], small: pd.Series | None = Non
     return table.reset_index() if by else table.reset_index(drop=True)
 
 
-def _elementwise(ops: pd.DataFrame, gpu: GPU) -> tuple[float, float, pd.DataFrame]:
+# --- element-wise kernels --------------------------------------------------------------
+
+def _elementwise_bytes(ops: pd.DataFrame) -> np.ndarray:
     h, tp = ops["n_embd"], ops["tp"]
     head_dim = h / ops["n_head"]
     q = ops["n_head"] / tp * head_dim
@@ -153,40 +203,199 @@ def _elementwise(ops: pd.DataFrame, gpu: GPU) -> tuple[float, float, pd.DataFram
         [ops["op"] == "attn_rope", ops["op"] == "mlp_act", ops["op"] == "add"],
         [2 * (q + kv), act, 3 * h], default=2 * h,
     )
-    bytes_moved = ops["tokens"].to_numpy(dtype=float) * width * _B
-    weights = _octave_weights(ops, ["model", "tp", "op"], "tokens")
-    measured = ops["seconds"].to_numpy()
-
-    def predict(p: np.ndarray) -> np.ndarray:
-        return p[1] * _US + bytes_moved / (gpu.hbm_bytes_per_s * p[0])
-
-    fit = least_squares(lambda p: weights * np.log(predict(p) / measured), [0.5, 3.0],
-                        bounds=([0.01, 0.0], [1.0, 100.0]))
-    return float(fit.x[0]), float(fit.x[1] * _US), _layer_errors(ops, predict(fit.x), ["model", "tp"])
+    return ops["tokens"].to_numpy(dtype=float) * width * _B
 
 
-def _all_reduce(reduces: pd.DataFrame, gpu: GPU) -> tuple[float, float, pd.DataFrame]:
-    data = reduces[(reduces["devices_per_node"] == reduces["workers"]) & (reduces["workers"] >= 2)]
-    ring = 2 * (data["workers"] - 1) / data["workers"]
-    volume = (ring * data["size"]).to_numpy(dtype=float)
-    weights = _octave_weights(data, ["workers"], "size")
-    measured = data["seconds"].to_numpy()
-
-    def predict(p: np.ndarray) -> np.ndarray:
-        return p[0] * _US + volume / (gpu.link_bytes_per_s * p[1])
-
-    fit = least_squares(lambda p: weights * np.log(predict(p) / measured), [20.0, 0.7],
-                        bounds=([0.0, 0.01], [1000.0, 1.0]))
-    table = _summarise(data.assign(err=predict(fit.x) / measured - 1.0), ["workers"])
-    return float(fit.x[0] * _US), float(fit.x[1]), table
+def _predict_elementwise(eff: Efficiency, ops: pd.DataFrame, gpu: GPU) -> np.ndarray:
+    kinds = ops["op"].map(KIND_OF_OP).to_numpy()
+    memory = np.array([getattr(eff, f"{k}_memory") for k in kinds])
+    floor = np.array([getattr(eff, f"{k}_floor_s") for k in kinds])
+    rows = np.array([getattr(eff, f"{k}_rows") for k in kinds])
+    tokens = ops["tokens"].to_numpy(dtype=float)
+    return floor + np.maximum(tokens, rows) * _elementwise_bytes(ops) / tokens / (gpu.hbm_bytes_per_s * memory)
 
 
-def _fit_overhead(gpu: GPU, efficiency: Efficiency) -> tuple[float | None, pd.DataFrame]:
+def _fit_elementwise(ops: pd.DataFrame, gpu: GPU) -> dict[str, float]:
+    """A bandwidth fraction, a floor and the fewest rows priced, per kernel kind."""
+    fitted: dict[str, float] = {}
+    for kind in ELEMENTWISE_KINDS:
+        data = ops[ops["op"].map(KIND_OF_OP) == kind]
+        tokens = data["tokens"].to_numpy(dtype=float)
+        per_token = _elementwise_bytes(data) / tokens
+        weights = _octave_weights(data, ["model", "tp", "op"], "tokens")
+        measured = data["seconds"].to_numpy()
+
+        def predict(p: np.ndarray) -> np.ndarray:
+            return p[1] * _US + np.maximum(tokens, p[2]) * per_token / (gpu.hbm_bytes_per_s * p[0])
+
+        fit = least_squares(lambda p: weights * np.log(predict(p) / measured), [0.5, 3.0, 100.0],
+                            bounds=([0.01, 0.0, 1.0], [1.0, 100.0, 2000.0]))
+        fitted[f"{kind}_memory"], fitted[f"{kind}_floor_s"] = float(fit.x[0]), float(fit.x[1] * _US)
+        fitted[f"{kind}_rows"] = float(fit.x[2])
+    return fitted
+
+
+# --- communication -----------------------------------------------------------------------
+
+def _knots(sizes: np.ndarray) -> np.ndarray:
+    lo, hi = float(sizes.min()), float(sizes.max())
+    step = 1.0 / _KNOTS_PER_DECADE
+    inner = 10 ** np.arange(np.ceil(np.log10(lo) / step) * step, np.log10(hi), step)
+    return np.unique(np.r_[lo, inner[inner > lo * 1.01], hi])
+
+
+def _basis(knots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Rows: the linear-interpolation weights of each size on the knots (flat below the first)."""
+    k = np.clip(np.searchsorted(knots, sizes, side="right") - 1, 0, len(knots) - 2)
+    frac = np.clip((sizes - knots[k]) / (knots[k + 1] - knots[k]), 0.0, None)
+    basis = np.zeros((len(sizes), len(knots)))
+    rows = np.arange(len(sizes))
+    basis[rows, k] = 1.0 - frac
+    basis[rows, k + 1] += frac
+    return basis
+
+
+def _lp_curve(knots: np.ndarray, sizes: np.ndarray, seconds: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Knot times (seconds, non-decreasing) minimising sum(w |pred/measured - 1|): a linear program."""
+    n, m = len(knots), len(sizes)
+    scaled = sparse.csr_matrix(_basis(knots, sizes) / seconds[:, None] * _US)  # knot values in microseconds
+    eye = sparse.eye(m)
+    steps = sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
+                               (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
+                              shape=(n - 1, n))
+    a_ub = sparse.vstack([sparse.hstack([scaled, -eye]), sparse.hstack([-scaled, -eye]),
+                          sparse.hstack([steps, sparse.csr_matrix((n - 1, m))])])
+    b_ub = np.r_[np.ones(m), -np.ones(m), np.zeros(n - 1)]
+    result = linprog(np.r_[np.zeros(n), weights], A_ub=a_ub, b_ub=b_ub,
+                     bounds=[(0.1, None)] * n + [(0.0, None)] * m, method="highs")
+    if not result.success:
+        raise ChironError(f"communication fit failed: {result.message}")
+    return np.maximum.accumulate(result.x[:n]) * _US
+
+
+def _decade_errors(curve_seconds: np.ndarray, measured: np.ndarray, decade: np.ndarray) -> pd.Series:
+    return pd.Series(np.abs(curve_seconds / measured - 1.0)).groupby(decade).median()
+
+
+def _fit_comm_curve(sizes: np.ndarray, seconds: np.ndarray) -> CommCurve:
+    knots = _knots(sizes)
+    decade = np.floor(np.log10(sizes))
+    counts = pd.Series(decade).map(pd.Series(decade).value_counts()).to_numpy(dtype=float)
+    weights = 1.0 / counts
+    basis = _basis(knots, sizes)
+    best = _lp_curve(knots, sizes, seconds, weights)
+    best_worst = _decade_errors(basis @ best, seconds, decade).max()
+    keep = np.ones(len(sizes), dtype=bool)
+    candidate = best
+    for _ in range(3):  # trimmed refits: follow the majority mode of bimodal timings
+        err = np.abs(basis @ candidate / seconds - 1.0)
+        keep[:] = False
+        for d in np.unique(decade):
+            idx = np.flatnonzero(decade == d)
+            keep[idx[np.argsort(err[idx])[: max(1, int(np.ceil(0.6 * len(idx))))]]] = True
+        candidate = _lp_curve(knots, sizes[keep], seconds[keep], weights[keep])
+        worst = _decade_errors(basis @ candidate, seconds, decade).max()
+        if worst < best_worst:
+            best, best_worst = candidate, worst
+    return CommCurve(tuple(float(k) for k in knots), tuple(float(f"{t:.6g}") for t in best))
+
+
+def _comm_frame(profiles: Profiles) -> pd.DataFrame:
+    return profiles.all_reduce
+
+
+def _fit_comm(frame: pd.DataFrame, gpu: GPU) -> CommModel:
+    curves = {}
+    for (collective, workers, per_node), data in frame.groupby(["collective", "workers", "devices_per_node"]):
+        if len(data) < 8 or workers < 2:
+            continue
+        data = data.sort_values("size")
+        curves[(collective, int(workers), int(per_node))] = _fit_comm_curve(
+            data["size"].to_numpy(dtype=float), data["seconds"].to_numpy(dtype=float))
+    return CommModel(gpu.name, gpu.link_bytes_per_s, curves)
+
+
+def _predict_comm(model: CommModel, frame: pd.DataFrame) -> np.ndarray:
+    predicted = np.empty(len(frame))
+    for i, (collective, workers, per_node, size) in enumerate(
+            frame[["collective", "workers", "devices_per_node", "size"]].itertuples(index=False)):
+        if collective == ALL_REDUCE:
+            predicted[i] = model.all_reduce(float(size), int(workers), int(per_node))
+        else:
+            predicted[i] = model.send_recv(float(size), same_node=int(per_node) >= 2)
+    return predicted
+
+
+def _comm_errors(model: CommModel, frame: pd.DataFrame) -> pd.DataFrame:
+    err = np.abs(_predict_comm(model, frame) / frame["seconds"].to_numpy() - 1.0) * 100.0
+    data = frame.assign(err=err, decade=np.floor(np.log10(frame["size"].to_numpy(dtype=float))).astype(int))
+    table = data.pivot_table(index=["collective", "workers", "devices_per_node"], columns="decade",
+                             values="err", aggfunc="median")
+    table.columns = [f"1e{c}_pct" for c in table.columns]
+    table["all_pct"] = data.groupby(["collective", "workers", "devices_per_node"])["err"].median()
+    table["worst_decade_pct"] = table[[c for c in table.columns if c.startswith("1e")]].max(axis=1)
+    return table.reset_index()
+
+
+# --- per-group error tables ------------------------------------------------------------------
+
+def _point_errors(eff: Efficiency, comm: CommModel | None, gemms: pd.DataFrame, elementwise: pd.DataFrame,
+                  reduces: pd.DataFrame, gpu: GPU) -> pd.DataFrame:
+    """One row per measured point of each operator group: group, tp (GPUs for all-reduce),
+    tokens (message bytes for all-reduce), signed error."""
+    frames = []
+    if len(gemms):
+        predicted = _predict_gemm(_gemm_params(eff), gemms, gpu)
+        frames.append(pd.DataFrame({"group": gemms["op"].map(GROUP_NAMES).to_numpy(), "tp": gemms["tp"].to_numpy(),
+                                    "tokens": gemms["tokens"].to_numpy(),
+                                    "err": predicted / gemms["seconds"].to_numpy() - 1.0}))
+    if len(elementwise):
+        layer = elementwise.assign(predicted=_predict_elementwise(eff, elementwise, gpu)).groupby(
+            ["model", "tp", "tokens"], as_index=False)[["predicted", "seconds"]].sum()
+        frames.append(pd.DataFrame({"group": "element-wise", "tp": layer["tp"].to_numpy(),
+                                    "tokens": layer["tokens"].to_numpy(),
+                                    "err": layer["predicted"].to_numpy() / layer["seconds"].to_numpy() - 1.0}))
+    intra = reduces[(reduces["collective"] == ALL_REDUCE) & (reduces["devices_per_node"] == reduces["workers"])]
+    if comm is not None and len(intra):
+        frames.append(pd.DataFrame({"group": "all-reduce", "tp": intra["workers"].to_numpy(),
+                                    "tokens": np.nan,
+                                    "err": _predict_comm(comm, intra) / intra["seconds"].to_numpy() - 1.0}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["group", "tp", "tokens", "err"])
+
+
+_GROUP_ORDER = ["QKV", "O", "MLP up", "MLP down", "element-wise", "all-reduce"]
+
+
+def _group_table(points: pd.DataFrame) -> pd.DataFrame:
+    """Median absolute error (%) per operator group, by token range and overall."""
+    data = points.assign(abs_pct=points["err"].abs() * 100.0)
+    data["range"] = np.where(data["tokens"].isna(), "", token_range(data["tokens"].fillna(0)))
+    table = data[data["range"] != ""].pivot_table(index="group", columns="range", values="abs_pct", aggfunc="median")
+    table = table.reindex(index=sorted(set(data["group"])), columns=[r for r in TOKEN_RANGES if r in table.columns])
+    table.columns = [f"{c}_pct" for c in table.columns]
+    table["all_pct"] = data.groupby("group")["abs_pct"].median()
+    table["bias_pct"] = data.groupby("group")["err"].median() * 100.0
+    table["points"] = data.groupby("group").size()
+    table = table.reindex([g for g in _GROUP_ORDER if g in table.index])
+    return table.rename_axis("group").reset_index()
+
+
+def _tp_table(points: pd.DataFrame) -> pd.DataFrame:
+    data = points.assign(abs_pct=points["err"].abs() * 100.0)
+    table = data.pivot_table(index="group", columns="tp", values="abs_pct", aggfunc="median")
+    table.columns = [f"tp{int(c)}_pct" for c in table.columns]
+    table = table.reindex([g for g in _GROUP_ORDER if g in table.index])
+    return table.reset_index().rename(columns={"index": "group"})
+
+
+# --- overhead and the whole fit ----------------------------------------------------------------
+
+def _fit_overhead(gpu: GPU, efficiency: Efficiency, comm: CommModel | None) -> tuple[float | None, pd.DataFrame]:
     cases = [c for c in reference_cases() if get_gpu(c.gpu).name == gpu.name]
     if not cases:
         return None, pd.DataFrame(columns=["case", "measured_ms", "roofline_ms", "calibrated_ms", "error_pct"])
     bare = efficiency.replace(iteration_overhead_s=0.0)
-    predicted = np.array([replay_seconds(c, bare) for c in cases])
+    predicted = np.array([replay_seconds(c, bare, comm) for c in cases])
     measured = np.array([c.measured_s for c in cases])
     iterations = np.array([c.iterations for c in cases], dtype=float)
     fit = minimize_scalar(lambda o: float(np.sum(np.log((predicted + iterations * o) / measured) ** 2)),
@@ -200,56 +409,129 @@ def _fit_overhead(gpu: GPU, efficiency: Efficiency) -> tuple[float | None, pd.Da
     return overhead, table
 
 
-def calibrate(profile_paths: list[Path] | list[str], gpu: GPU) -> CalibrationReport:
-    """Fit every efficiency factor the profiles (and the reference latencies) determine."""
-    profiles: Profiles = read_profiles(profile_paths)
-    notes: list[str] = []
-    fallback = Efficiency.default()
+def _split(profiles: Profiles):
     ops = profiles.operators
     gemms = _gemm_shapes(ops[ops["op"].isin(GEMM_OPS)]) if len(ops) else ops
+    elementwise = ops[ops["op"].isin(ELEMENTWISE_OPS)] if len(ops) else ops
+    return gemms, elementwise, _comm_frame(profiles)
+
+
+def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
+                  overhead_from: str | None = None, comm_fallback: CommModel | None = None) -> GPUCalibration:
+    """Fit one GPU's factors and curves to its profiles."""
+    notes: list[str] = []
+    gemms, elementwise, reduces = _split(profiles)
     if len(gemms) < 8:
-        raise ChironError("calibration needs a Vidur mlp.csv profile with GEMM timings (attn_pre_proj, ...)")
+        raise ChironError(f"calibration of {gpu.name} needs a Vidur mlp.csv profile with GEMM timings (attn_pre_proj, ...)")
     params = _fit_gemm(gemms, gpu)
     gemm_errors = _layer_errors(gemms, _predict_gemm(params, gemms, gpu), ["model", "tp"])
-
     ablation = _ablation(gemms, gpu, params)
     heldout = _heldout(gemms, gpu)
     if heldout.empty:
         notes.append("only one model profiled: no leave-one-model-out check")
 
-    elementwise = ops[ops["op"].isin(ELEMENTWISE_OPS)]
     if len(elementwise):
-        elementwise_eff, elementwise_floor, elementwise_errors = _elementwise(elementwise, gpu)
+        kinds = _fit_elementwise(elementwise, gpu)
     else:
-        elementwise_eff, elementwise_floor = fallback.elementwise_memory, fallback.elementwise_floor_s
-        elementwise_errors = pd.DataFrame()
+        kinds = {k: v for k, v in Efficiency.default().to_mapping().items() if k.split("_")[0] in ELEMENTWISE_KINDS}
+        kinds = {k: v for k, v in kinds.items() if not k.startswith("gemm")}
         notes.append("no element-wise timings: element-wise factors kept from the shipped default")
 
-    single_node = profiles.all_reduce[profiles.all_reduce["devices_per_node"] == profiles.all_reduce["workers"]]
-    if len(single_node[single_node["workers"] >= 2]) >= 4:
-        latency, link, allreduce_errors = _all_reduce(profiles.all_reduce, gpu)
-    else:
-        latency, link, allreduce_errors = fallback.allreduce_latency_s, fallback.link, pd.DataFrame()
-        notes.append("no single-node all-reduce timings: link and allreduce_latency_s kept from the shipped default")
+    comm = _fit_comm(reduces, gpu) if len(reduces) else None
+    if comm is None or not comm.curves:
+        comm = None
+        notes.append("no all-reduce or send/recv timings: communication priced by the transfer rule")
 
     efficiency = Efficiency(
         gemm_compute=float(params[0]), gemm_memory=float(params[1]), overlap=float(params[2]),
-        kernel_floor_s=float(params[3] * _US), elementwise_memory=elementwise_eff,
-        elementwise_floor_s=elementwise_floor, link=link,
-        allreduce_latency_s=latency, iteration_overhead_s=fallback.iteration_overhead_s,
+        kernel_floor_s=float(params[3] * _US), **kinds, iteration_overhead_s=0.0,
     )
-    overhead, references = _fit_overhead(gpu, efficiency)
-    if overhead is None:
-        notes.append(f"no public whole-request latencies for {gpu.name}: iteration_overhead_s kept from the shipped default")
-    else:
+    overhead, references = _fit_overhead(gpu, efficiency, comm)
+    if overhead is not None:
         efficiency = efficiency.replace(iteration_overhead_s=overhead)
         notes.append(f"iteration_overhead_s fitted to {len(references)} public whole-request latencies on {gpu.name}")
-    return CalibrationReport(
-        gpu=gpu.name, efficiency=efficiency, files=tuple(p.name for p in profiles.files),
+    elif overhead_s is not None:
+        efficiency = efficiency.replace(iteration_overhead_s=overhead_s)
+        notes.append(f"no public whole-request latencies for {gpu.name}: iteration_overhead_s taken from {overhead_from}")
+    else:
+        efficiency = efficiency.replace(iteration_overhead_s=Efficiency.default().iteration_overhead_s)
+        notes.append(f"no public whole-request latencies for {gpu.name}: iteration_overhead_s kept from the shipped default")
+
+    element_points = elementwise.assign(
+        err=_predict_elementwise(efficiency, elementwise, gpu) / elementwise["seconds"].to_numpy() - 1.0,
+        kind=elementwise["op"].map(KIND_OF_OP)) if len(elementwise) else pd.DataFrame()
+    if len(element_points):
+        element_points = element_points.assign(abs_pct=element_points["err"].abs() * 100.0,
+                                                range=token_range(element_points["tokens"]))
+        elementwise_errors = element_points.pivot_table(index="kind", columns="range", values="abs_pct",
+                                                        aggfunc="median")
+        elementwise_errors = elementwise_errors.reindex(columns=[r for r in TOKEN_RANGES if r in elementwise_errors])
+        elementwise_errors.columns = [f"{c}_pct" for c in elementwise_errors.columns]
+        elementwise_errors["all_pct"] = element_points.groupby("kind")["abs_pct"].median()
+        elementwise_errors["bias_pct"] = element_points.groupby("kind")["err"].median() * 100.0
+        elementwise_errors = elementwise_errors.reindex(list(ELEMENTWISE_KINDS)).reset_index()
+    else:
+        elementwise_errors = pd.DataFrame()
+
+    points = _point_errors(efficiency, comm, gemms, elementwise, reduces, gpu)
+    return GPUCalibration(
+        gpu=gpu.name, efficiency=efficiency, comm=comm, files=tuple(p.name for p in profiles.files),
+        group_errors=_group_table(points), tp_errors=_tp_table(points),
+        comm_errors=_comm_errors(comm, reduces) if comm is not None else pd.DataFrame(),
         gemm_errors=gemm_errors, heldout_errors=heldout, ablation=ablation, elementwise_errors=elementwise_errors,
-        allreduce_errors=allreduce_errors, reference_checks=references, notes=tuple(notes),
+        reference_checks=references, notes=tuple(notes),
     )
 
+
+def gpu_of_file(path: Path) -> GPU:
+    """The GPU a Vidur profile copy was measured on, from its name (``a100_...``, ``h100_dgx_...``)."""
+    match = re.match(r"^([A-Za-z0-9]+)_", path.name)
+    if not match:
+        raise ChironError(f"{path}: cannot tell the GPU from the file name (expected a prefix such as a100_); "
+                          "pass --gpu")
+    try:
+        return get_gpu(match.group(1))
+    except ChironError as err:
+        raise ChironError(f"{path}: file-name prefix {match.group(1)!r}: {err}; pass --gpu") from None
+
+
+def calibrate(profile_paths: list[Path] | list[str], gpu: GPU | None = None) -> CalibrationReport:
+    """Fit every GPU the profiles cover (all of them as `gpu` when given) and cross-check them."""
+    paths = [Path(p) for p in profile_paths]
+    groups: dict[str, tuple[GPU, list[Path]]] = {}
+    for path in paths:
+        target = gpu if gpu is not None else gpu_of_file(path)
+        groups.setdefault(target.name, (target, []))[1].append(path)
+    profiles = {name: read_profiles(files) for name, (_, files) in groups.items()}
+    # GPUs with public whole-request latencies first: the others borrow their overhead
+    order = sorted(groups, key=lambda n: not any(get_gpu(c.gpu).name == n for c in reference_cases()))
+    fitted: dict[str, GPUCalibration] = {}
+    overhead, source = None, None
+    for name in order:
+        result = calibrate_gpu(profiles[name], groups[name][0], overhead, source)
+        if overhead is None and not result.reference_checks.empty:
+            overhead, source = result.efficiency.iteration_overhead_s, f"{name} (same run)"
+        fitted[name] = result
+    transfer = _transfer_table(fitted, profiles, {n: g for n, (g, _) in groups.items()})
+    return CalibrationReport(gpus=fitted, transfer_errors=transfer)
+
+
+def _transfer_table(fitted: dict[str, GPUCalibration], profiles: dict[str, Profiles],
+                    specs: dict[str, GPU]) -> pd.DataFrame:
+    """Leave-one-GPU-out: predict each GPU's points with another GPU's factors and curves."""
+    rows = []
+    for target, source in [(t, s) for t in fitted for s in fitted if s != t]:
+        gpu = specs[target]
+        gemms, elementwise, reduces = _split(profiles[target])
+        comm = fitted[source].comm.for_link(gpu.name, gpu.link_bytes_per_s) if fitted[source].comm else None
+        points = _point_errors(fitted[source].efficiency, comm, gemms, elementwise, reduces, gpu)
+        table = _group_table(points)
+        for row in table.to_dict(orient="records"):
+            rows.append({"predicted": target, "factors_from": source, **row})
+    return pd.DataFrame(rows)
+
+
+# --- report and command ------------------------------------------------------------------------
 
 def _markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
@@ -257,6 +539,8 @@ def _markdown(frame: pd.DataFrame) -> str:
 
     def cell(column: str, value: object) -> str:
         if isinstance(value, (float, np.floating)):
+            if np.isnan(value):
+                return "—"
             return f"{value:.1f}" if column.endswith(("_pct", "_ms")) else f"{value:.3g}"
         return str(value)
 
@@ -266,56 +550,87 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def format_report(report: CalibrationReport) -> str:
-    """The report as Markdown: fitted factors, then each error table."""
+def format_gpu(report: GPUCalibration) -> str:
     factors = pd.DataFrame([{"factor": k, "value": v} for k, v in report.efficiency.to_mapping().items()])
     sections = [
-        f"Calibration for {report.gpu} from {', '.join(report.files)}",
+        f"## {report.gpu} (from {', '.join(report.files)})",
         "Fitted efficiency factors:\n\n" + _markdown(factors),
+        "Median absolute error (%) per operator group and token range (element-wise: per-layer sum of the "
+        "5 kernels; all-reduce: every single-node profile point):\n\n" + _markdown(report.group_errors),
+        "Median absolute error (%) per operator group and TP (all-reduce: GPU count):\n\n"
+        + _markdown(report.tp_errors),
+        "Communication: median absolute error (%) per collective, GPU count, GPUs per node and message-size "
+        "decade (1eK: K <= log10(bytes) < K+1):\n\n" + _markdown(report.comm_errors),
+        "Element-wise kernels by kind, median absolute error (%):\n\n" + _markdown(report.elementwise_errors),
         "Per-layer linear time (QKV + O + up + down GEMMs), predicted vs measured, by model and TP "
         "(mape_small_pct: points with <= 64 tokens):\n\n" + _markdown(report.gemm_errors),
         "Leave-one-model-out (fit on the other models, error on this one):\n\n" + _markdown(report.heldout_errors),
         "Ablation of the GEMM time formula (all profiled points):\n\n" + _markdown(report.ablation),
-        "Per-layer element-wise time (2 norms, RoPE, activation, add):\n\n" + _markdown(report.elementwise_errors),
-        "All-reduce, single node, by number of GPUs:\n\n" + _markdown(report.allreduce_errors),
         "Whole requests vs public measurements (roofline_ms: without the per-iteration overhead):\n\n"
         + _markdown(report.reference_checks),
         "Notes:\n" + "\n".join(f"- {n}" for n in report.notes),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(sections)
+
+
+def format_report(report: CalibrationReport | GPUCalibration) -> str:
+    """The report as Markdown: per GPU its factors and error tables, then leave-one-GPU-out."""
+    if isinstance(report, GPUCalibration):
+        return format_gpu(report) + "\n"
+    parts = [format_gpu(r) for r in report.gpus.values()]
+    if not report.transfer_errors.empty:
+        parts.append("## Leave-one-GPU-out (the transfer rule's expected error): each GPU's points predicted "
+                     "with the other GPU's factors and communication curves (re-targeted to its link rate), "
+                     "median absolute error (%)\n\n" + _markdown(report.transfer_errors))
+    return "\n\n".join(parts) + "\n"
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def calibrate_command(paths: list[str], gpu: str, write: str | None) -> str:
-    """What `chironsim calibrate PROFILE... --gpu GPU [--write FILE]` prints; writes FILE if given."""
-    target = get_gpu(gpu)
+def calibration_document(report: CalibrationReport, paths: list[str], command: str) -> dict:
+    """What `--write` stores: per GPU its factors and curves, with provenance."""
+    ordered = sorted(report.gpus.values(), key=lambda r: r.reference_checks.empty)
+    gpus = {}
+    for result in report.gpus.values():
+        block: dict = {"efficiency": {k: float(f"{v:.6g}") for k, v in result.efficiency.to_mapping().items()}}
+        if result.comm is not None:
+            block["comm"] = result.comm.to_mapping()
+        block["median_abs_error_pct"] = {row.group: round(float(row.all_pct), 1)
+                                         for row in result.group_errors.itertuples(index=False)}
+        gpus[result.gpu] = block
+    return {
+        "generated_by": command,
+        "date": datetime.date.today().isoformat(),
+        "default_gpu": ordered[0].gpu,
+        "profiles": {Path(p).name: _sha256(Path(p)) for p in paths},
+        "gpus": gpus,
+    }
+
+
+def calibrate_command(paths: list[str], gpu: str | None, write: str | None) -> str:
+    """What `chironsim calibrate PROFILE... [--gpu GPU] [--write FILE]` prints; writes FILE if given."""
+    target = get_gpu(gpu) if gpu is not None else None
     report = calibrate([Path(p) for p in paths], target)
     text = format_report(report)
     if write is not None:
         shown = [p if not Path(p).is_absolute() else Path(p).name for p in [*paths, write]]
-        command = f"chironsim calibrate {' '.join(shown[:-1])} --gpu {gpu} --write {shown[-1]}"
-        document = {
-            "generated_by": command,
-            "date": datetime.date.today().isoformat(),
-            "gpu": report.gpu,
-            "profiles": {Path(p).name: _sha256(Path(p)) for p in paths},
-            "efficiency": {k: float(f"{v:.6g}") for k, v in report.efficiency.to_mapping().items()},
-            "gemm_layer_mape_pct": round(float(report.gemm_errors["mape_pct"].mean()), 2),
-        }
-        header = "# Efficiency factors fitted by chironsim.perf.calibrate; see docs/latency-model.md.\n"
-        Path(write).write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        option = f" --gpu {gpu}" if gpu is not None else ""
+        command = f"chironsim calibrate {' '.join(shown[:-1])}{option} --write {shown[-1]}"
+        header = ("# Efficiency factors and communication curves fitted by chironsim.perf.calibrate, per GPU;\n"
+                  "# see docs/latency-model.md. Regenerate with the command below; do not edit by hand.\n")
+        document = calibration_document(report, paths, command)
+        Path(write).write_text(header + yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
         text += f"\nwrote {write}\n"
     return text
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m chironsim.perf.calibrate` until the CLI exposes `chironsim calibrate`."""
+    """`python -m chironsim.perf.calibrate`, the same as `chironsim calibrate`."""
     parser = argparse.ArgumentParser(prog="chironsim calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("profiles", nargs="+")
-    parser.add_argument("--gpu", default="a100-80gb")
+    parser.add_argument("--gpu", default=None)
     parser.add_argument("--write", default=None)
     args = parser.parse_args(argv)
     print(calibrate_command(args.profiles, args.gpu, args.write), end="")

@@ -1,8 +1,9 @@
 """Readers for measured operator timings in Vidur's profile format (calibration input).
 
-Two CSV kinds exist: `mlp.csv` (per-operator times of one transformer layer's non-attention
-kernels, keyed by num_tokens and the tensor-parallel shard shape) and `all_reduce.csv` (NCCL
-all-reduce time by message size and worker count). Times are in milliseconds in the files and
+Three CSV kinds exist: `mlp.csv` (per-operator times of one transformer layer's non-attention
+kernels, keyed by num_tokens and the tensor-parallel shard shape), `all_reduce.csv` (NCCL
+all-reduce time by message size, worker count and GPUs per node) and `send_recv.csv`
+(point-to-point time by message size, within a node or across two). Times are in milliseconds in the files and
 seconds here. A malformed file raises TraceFormatError naming the file, line and column: a cell
 that is not a finite positive number (shapes: a whole number), a ragged row, a file that is
 empty or has a header only, and one that cannot be read as text (a truncated or fake ``.gz``,
@@ -28,6 +29,7 @@ ELEMENTWISE_OPS = ("input_layernorm", "attn_rope", "post_attention_layernorm", "
 _SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size",
                   "num_tokens", "num_tensor_parallel_workers")
 _ALL_REDUCE_COLUMNS = ("time_stats.all_reduce.median", "num_workers", "size", "devices_per_node")
+_SEND_RECV_COLUMNS = ("time_stats.send_recv.median", "num_workers", "size", "devices_per_node")
 _WHOLE_COLUMNS = _SHAPE_COLUMNS + ("num_workers", "size", "devices_per_node")
 #: Shapes, token counts, worker counts and message sizes are whole numbers below this; it keeps
 #: their conversion to int64 exact.
@@ -44,8 +46,8 @@ class Profiles:
 
     operators: one row per (file, tp, num_tokens, op) with columns model, tp, tokens, op,
     seconds, n_head, n_kv_head, n_embd, n_expanded_embd, vocab_size, gated.
-    all_reduce: one row per (workers, devices_per_node, size) with columns workers,
-    devices_per_node, size, seconds.
+    all_reduce: one row per (collective, workers, devices_per_node, size) with columns
+    collective (``all_reduce`` or ``send_recv``), workers, devices_per_node, size, seconds.
     """
 
     operators: pd.DataFrame
@@ -133,35 +135,38 @@ def _operators(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     return long.groupby(keys, as_index=False)["seconds"].median()
 
 
-def _all_reduce(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    values = _numeric(frame, path, _ALL_REDUCE_COLUMNS, positive=_ALL_REDUCE_COLUMNS)
-    values = values.rename(columns={"time_stats.all_reduce.median": "seconds", "num_workers": "workers"})
+def _collective(frame: pd.DataFrame, path: Path, collective: str) -> pd.DataFrame:
+    columns = _ALL_REDUCE_COLUMNS if collective == "all_reduce" else _SEND_RECV_COLUMNS
+    values = _numeric(frame, path, columns, positive=columns)
+    values = values.rename(columns={columns[0]: "seconds", "num_workers": "workers"})
     values["seconds"] *= 1e-3
-    values = values.astype({"workers": int, "devices_per_node": int})
-    return values.groupby(["workers", "devices_per_node", "size"], as_index=False)["seconds"].median()
+    values = values.astype({"workers": int, "devices_per_node": int}).assign(collective=collective)
+    return values.groupby(["collective", "workers", "devices_per_node", "size"], as_index=False)["seconds"].median()
 
 
 def read_profiles(paths: list[Path] | list[str]) -> Profiles:
-    """Read Vidur mlp.csv and all_reduce.csv files; the kind is recognised by the columns."""
+    """Read Vidur mlp.csv, all_reduce.csv and send_recv.csv files; the kind is recognised by the columns."""
     operators, reduces, files = [], [], []
     for raw in paths:
         path = Path(raw)
         frame = _read_csv(path)
         columns = set(frame.columns)
         if set(_ALL_REDUCE_COLUMNS) <= columns:
-            reduces.append(_all_reduce(frame, path))
+            reduces.append(_collective(frame, path, "all_reduce"))
+        elif set(_SEND_RECV_COLUMNS) <= columns:
+            reduces.append(_collective(frame, path, "send_recv"))
         elif set(_SHAPE_COLUMNS) <= columns and all(_median(op) in columns for op in GEMM_OPS):
             operators.append(_operators(frame, path))
         else:
             wanted = [c for c in _SHAPE_COLUMNS + tuple(_median(op) for op in GEMM_OPS) if c not in columns]
             raise TraceFormatError(
                 path, 1,
-                "header is neither a Vidur mlp.csv nor an all_reduce.csv profile; "
+                "header is neither a Vidur mlp.csv nor an all_reduce.csv or send_recv.csv profile; "
                 f"missing columns: {', '.join(wanted)}",
             )
         files.append(path)
     empty_ops = pd.DataFrame(columns=["model", "tp", "tokens", "op", "seconds"])
-    empty_ar = pd.DataFrame(columns=["workers", "devices_per_node", "size", "seconds"])
+    empty_ar = pd.DataFrame(columns=["collective", "workers", "devices_per_node", "size", "seconds"])
     return Profiles(
         operators=pd.concat(operators, ignore_index=True) if operators else empty_ops,
         all_reduce=pd.concat(reduces, ignore_index=True) if reduces else empty_ar,

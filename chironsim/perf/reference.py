@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from chironsim.catalog import get_gpu, get_model
+from chironsim.perf.comm import CommModel
 from chironsim.perf.efficiency import Efficiency
 from chironsim.perf.roofline import IterationTimeModel, prefill_attention_work
 
@@ -43,9 +44,10 @@ def reference_cases() -> tuple[ReferenceCase, ...]:
     return tuple(ReferenceCase(**entry) for entry in yaml.safe_load(text))
 
 
-def replay_seconds(case: ReferenceCase, efficiency: Efficiency) -> float:
-    """Predicted seconds for the whole case under `efficiency` (overhead included)."""
-    timer = IterationTimeModel(get_model(case.model), get_gpu(case.gpu), case.tp, efficiency)
+def replay_seconds(case: ReferenceCase, efficiency: Efficiency, comm: CommModel | None = None) -> float:
+    """Predicted seconds for the whole case under `efficiency` and `comm` (default: the GPU's
+    shipped curves), overhead included."""
+    timer = IterationTimeModel(get_model(case.model), get_gpu(case.gpu), case.tp, efficiency, comm)
     prompt = case.prompt_tokens
     total = timer.iteration_time(
         case.batch * prompt, case.batch * prefill_attention_work(prompt, 0.0), 0, 0.0

@@ -5,13 +5,19 @@ floor, where compute = FLOPs / (peak x gemm_compute) and memory = bytes / (HBM x
 With overlap = 0 and no floor this is the textbook roofline; the two extra terms are fitted
 to measured kernels (see docs/latency-model.md) because the plain max() undershoots GEMMs near
 the ridge point by 15-20 %. A layer is: QKV, O, MLP up (gate+up) and down GEMMs; prefill and
-decode attention; the element-wise kernels (2 norms, RoPE, activation, residual add); and two
-tensor-parallel all-reduces. The iteration adds the LM head and a fixed overhead.
+decode attention; the element-wise kernels (2 norms, RoPE, activation, residual add, each kind
+with its own bandwidth fraction and floor); and two tensor-parallel all-reduces priced by the
+measured, message-size dependent curves of chironsim/perf/comm.py. The iteration adds the LM
+head and a fixed overhead. Factors and curves are the GPU's own where it was profiled, else its
+reference GPU's (chironsim/perf/efficiency.py).
 
-The simulator calls `iteration_time` once per iteration, and with numpy arrays to price a
-stretch of decode iterations at once. Both paths evaluate the same expression in the same
-order (builtin max/min for Python scalars, np.maximum/np.minimum otherwise), so an array
-call equals the element-wise scalar calls bit for bit.
+Everything in a layer except attention depends only on the iteration's token count T, so that
+part is tabulated per integer T (numpy, grown on demand) and a call reads it; attention and the
+LM head are evaluated per call. The simulator calls `iteration_time` once per iteration, and
+with numpy arrays to price a stretch of decode iterations at once. Both paths read the same
+table and evaluate the same expression in the same order (builtin max/min for Python scalars,
+np.maximum/np.minimum otherwise), so an array call equals the element-wise scalar calls bit
+for bit.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ import numpy as np
 
 from chironsim.catalog.specs import GPU, Model
 from chironsim.errors import ConfigError
-from chironsim.perf.efficiency import Efficiency
+from chironsim.perf.comm import CommModel
+from chironsim.perf.efficiency import Efficiency, comm_for_gpu
 
 ArrayLike = Union[float, int, np.ndarray]
 
 DTYPE_BYTES = 2  # BF16 weights, activations and KV cache
 FLASH_QUERY_TILE = 128  # FlashAttention re-reads the cached K/V once per tile of query rows
-ELEMENTWISE_KERNELS = 5  # input norm, RoPE, post-attention norm, SiLU-and-mul, residual add
+#: element-wise kernels per layer by kind: input and post-attention RMSNorm, RoPE, SiLU-and-mul, residual add
+ELEMENTWISE_COUNTS = {"norm": 2, "rope": 1, "act": 1, "add": 1}
+#: token counts above this are priced without the table (no real batch comes near it)
+_TABLE_CAP = 1 << 22
 _SCALARS = (int, float, np.int64, np.int32, np.float64)  # exact double arithmetic; not float32
 
 
@@ -53,11 +63,13 @@ def expected_experts_touched(tokens: ArrayLike, num_experts: int, experts_per_to
 class IterationTimeModel:
     """Seconds per engine iteration for one model replica on `tp` GPUs of one kind."""
 
-    def __init__(self, model: Model, gpu: GPU, tp: int = 1, efficiency: Efficiency | None = None):
+    def __init__(self, model: Model, gpu: GPU, tp: int = 1, efficiency: Efficiency | None = None,
+                 comm: CommModel | None = None):
         if tp < 1:
             raise ConfigError(f"tensor parallelism must be >= 1, got {tp}")
-        eff = efficiency if efficiency is not None else Efficiency.default()
+        eff = efficiency if efficiency is not None else Efficiency.for_gpu(gpu)
         self.model, self.gpu, self.tp, self.efficiency = model, gpu, tp, eff
+        self.comm = comm if comm is not None else (comm_for_gpu(gpu) if tp > 1 else None)
         b = DTYPE_BYTES
         flops = gpu.bf16_flops * eff.gemm_compute
         hbm = gpu.hbm_bytes_per_s * eff.gemm_memory
@@ -88,21 +100,65 @@ class IterationTimeModel:
         self._attn_per_context = kv_token / hbm
         self._attn_per_token = (kv_token + 2 * q_dim * b) / hbm  # KV write, Q read, O write
 
-        elementwise_bytes = b * (7 * h + 2 * (q_dim + kv_dim) + 3 * k * inter)
-        self._elementwise_per_token = elementwise_bytes / (gpu.hbm_bytes_per_s * eff.elementwise_memory)
-        self._elementwise_fixed = ELEMENTWISE_KERNELS * eff.elementwise_floor_s
-
-        if tp > 1:
-            ring = 2 * (tp - 1) / tp
-            self._allreduce_fixed = 2 * eff.allreduce_latency_s
-            self._allreduce_per_token = 2 * ring * h * b / (gpu.link_bytes_per_s * eff.link)
-        else:
-            self._allreduce_fixed = self._allreduce_per_token = 0.0
+        # bytes per token of each element-wise kernel kind (read + write), at its own bandwidth
+        widths = {"norm": 2 * h, "rope": 2 * (q_dim + kv_dim), "act": 3 * k * inter, "add": 3 * h}
+        # (fewest rows priced, seconds per row) per kind; floors summed over the kernels
+        self._elementwise = tuple(
+            (getattr(eff, f"{kind}_rows"),
+             ELEMENTWISE_COUNTS[kind] * widths[kind] * b / (gpu.hbm_bytes_per_s * getattr(eff, f"{kind}_memory")))
+            for kind in ELEMENTWISE_COUNTS)
+        self._elementwise_fixed = sum(ELEMENTWISE_COUNTS[kind] * getattr(eff, f"{kind}_floor_s")
+                                      for kind in ELEMENTWISE_COUNTS)
+        self._allreduce_bytes_per_token = h * b  # one BF16 hidden vector per token, twice per layer
 
         self._layers = model.num_layers
         self._overlap = eff.overlap
         self._floor = eff.kernel_floor_s
         self._overhead = eff.iteration_overhead_s
+        self._table = np.zeros(0)
+        self._table_list: list[float] = []
+
+    def token_layer_time(self, tokens) -> np.ndarray:
+        """Seconds per layer of everything that depends only on the token count T: GEMMs,
+        element-wise kernels and the two all-reduces (numpy array of T)."""
+        tokens = np.asarray(tokens, dtype=float)
+        overlap, floor = self._overlap, self._floor
+        layer = np.full(tokens.shape, self._elementwise_fixed)
+        for rows, per_row in self._elementwise:
+            layer = layer + np.maximum(tokens, rows) * per_row
+        if self.comm is not None:
+            layer = layer + 2 * self.comm.all_reduce(tokens * self._allreduce_bytes_per_token, self.tp)
+        for compute, weights, activations in self._dense_gemms:
+            tc = compute * tokens
+            tm = weights + activations * tokens
+            layer = layer + (np.maximum(tc, tm) + overlap * np.minimum(tc, tm) + floor)
+        if self._moe:
+            touched = expected_experts_touched(tokens, self._num_experts, self._k)
+            for compute, weights, activations in self._expert_gemms:
+                tc = compute * tokens
+                tm = weights * touched + activations * tokens
+                layer = layer + (np.maximum(tc, tm) + overlap * np.minimum(tc, tm) + floor)
+        return layer
+
+    def _grow(self, tokens: int) -> None:
+        size = max(1024, 1 << int(tokens).bit_length())
+        self._table = self.token_layer_time(np.arange(size, dtype=float))
+        self._table_list = self._table.tolist()
+
+    def _token_part(self, tokens: float) -> float:
+        if tokens.is_integer() and tokens < _TABLE_CAP:
+            if tokens >= len(self._table_list):
+                self._grow(int(tokens))
+            return self._table_list[int(tokens)]
+        return float(self.token_layer_time(np.array([tokens]))[0])
+
+    def _token_parts(self, tokens: np.ndarray) -> np.ndarray:
+        if tokens.size and np.all(np.mod(tokens, 1.0) == 0) and tokens.min() >= 0 and tokens.max() < _TABLE_CAP:
+            top = int(tokens.max())
+            if top >= len(self._table):
+                self._grow(top)
+            return self._table[tokens.astype(np.int64)]
+        return self.token_layer_time(tokens)
 
     def iteration_time(self, prefill_tokens, prefill_attention_work, decode_seqs, decode_context):
         """Seconds for one engine iteration (continuous batching, chunked prefill).
@@ -121,31 +177,20 @@ class IterationTimeModel:
         ):
             if prefill_tokens + decode_seqs <= 0:
                 return 0.0
-            return self._time(float(prefill_tokens), float(prefill_attention_work), float(decode_seqs),
-                              float(decode_context), max, min)
+            pt, ds = float(prefill_tokens), float(decode_seqs)
+            return self._time(pt, float(prefill_attention_work), ds, float(decode_context),
+                              self._token_part(pt + ds), max, min)
         args = (prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
-        arrays = [np.asarray(a, dtype=float) for a in args]
+        arrays = np.broadcast_arrays(*[np.asarray(a, dtype=float) for a in args])
         tokens = arrays[0] + arrays[2]
-        result = np.where(tokens > 0, self._time(*arrays, np.maximum, np.minimum), 0.0)
+        live = tokens > 0
+        per_token = self._token_parts(np.where(live, tokens, 0.0))
+        result = np.where(live, self._time(*arrays, per_token, np.maximum, np.minimum), 0.0)
         return float(result) if result.ndim == 0 else result
 
-    def _time(self, pt, paw, ds, dc, maximum: Callable, minimum: Callable):
+    def _time(self, pt, paw, ds, dc, per_token, maximum: Callable, minimum: Callable):
         overlap, floor = self._overlap, self._floor
-        tokens = pt + ds
-        layer = self._elementwise_fixed + tokens * self._elementwise_per_token
-        layer = layer + self._allreduce_fixed + tokens * self._allreduce_per_token
-        for compute, weights, activations in self._dense_gemms:
-            tc = compute * tokens
-            tm = weights + activations * tokens
-            layer = layer + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor)
-        if self._moe:
-            touched = expected_experts_touched(tokens, self._num_experts, self._k)
-            if maximum is max:
-                touched = float(touched)
-            for compute, weights, activations in self._expert_gemms:
-                tc = compute * tokens
-                tm = weights * touched + activations * tokens
-                layer = layer + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor)
+        layer = per_token
         # prefill attention: compute on query-key pairs, memory on KV read per query tile + writes
         tc = self._attn_flops * paw
         tm = self._attn_read_per_work * paw + self._attn_per_token * pt
