@@ -24,11 +24,14 @@ from chironsim.config_base import StrictModel
 from chironsim.errors import UnknownNameError
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.chiron import ChironPolicyConfig, build_chiron
+from chironsim.policies.llumnix.config import LlumnixPolicyConfig
+from chironsim.policies.llumnix.policy import build_llumnix
 from chironsim.policies.reactive import ReactivePolicyConfig, build_reactive
 from chironsim.policies.static import StaticPolicyConfig, build_static
 
 PolicyConfig = Annotated[
-    StaticPolicyConfig | ReactivePolicyConfig | ChironPolicyConfig, Field(discriminator="kind")
+    StaticPolicyConfig | ReactivePolicyConfig | ChironPolicyConfig | LlumnixPolicyConfig,
+    Field(discriminator="kind")
 ]
 
 PolicyBuilder = Callable[[Any, np.random.Generator], PolicyBundle]
@@ -72,3 +75,4 @@ def build_policy(cfg: StrictModel, rng: np.random.Generator) -> PolicyBundle:
 register_policy("static", StaticPolicyConfig, build_static)
 register_policy("reactive", ReactivePolicyConfig, build_reactive)
 register_policy("chiron", ChironPolicyConfig, build_chiron)
+register_policy("llumnix", LlumnixPolicyConfig, build_llumnix)

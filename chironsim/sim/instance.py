@@ -295,21 +295,22 @@ class Instance:
 
     def _cut_stretch(self, now: float) -> None:
         """End the stretch in progress with the iteration under way at ``now``, giving back
-        the decode growth claimed ahead for the iterations that will not run."""
+        the decode growth claimed ahead for the iterations that will not run (also those a
+        wake already dropped, whose blocks would otherwise come back only at commit)."""
         plan = self._stretch
-        if plan is None or plan.k <= 1:
+        if plan is None:
             return
-        started, _ = self._progress(now)
-        k = max(1, started)
-        if k >= plan.k:
-            return
-        unused = int(plan.growth_cum[plan.k - 1] - plan.growth_cum[k - 1])
+        k = min(plan.k, max(1, self._progress(now)[0]))
+        unused = int(plan.growth_cum[-1] - plan.growth_cum[k - 1])
         if unused:
             self.release_growth(unused)
-        plan.k = k
-        plan.ends, plan.durations, plan.growth_cum = (
-            plan.ends[:k], plan.durations[:k], plan.growth_cum[:k])
-        self.wake()
+        if k < len(plan.ends):
+            shorter = k < plan.k
+            plan.k = k
+            plan.ends, plan.durations, plan.growth_cum = (
+                plan.ends[:k], plan.durations[:k], plan.growth_cum[:k])
+            if shorter:
+                self.wake()
 
     # --- queries mechanisms decide on -------------------------------------------------------
     def waiting_head(self) -> Request | None:
@@ -537,7 +538,9 @@ class Instance:
         if plan is None:
             return used
         started, _ = self._progress(now)
-        planned = int(plan.growth_cum[plan.k - 1])
+        # What the stretch claimed when planned: a wake shortens plan.k but gives the blocks
+        # of the iterations it drops back only when the stretch commits.
+        planned = int(plan.growth_cum[-1])
         so_far = int(plan.growth_cum[started - 1]) if started else 0
         return used - (planned - so_far)
 

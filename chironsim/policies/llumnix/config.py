@@ -6,15 +6,16 @@ baselines of the paper are settings of this one model: INFaaS++ is ``dispatch: i
 migration: false, priority_agnostic: true``; Llumnix-base is ``priority_agnostic: true``;
 round-robin is ``dispatch: round_robin, migration: false``.
 
-Not registered in the policy registry yet: the registry and the engine's action types are being
-redesigned, and the step that wires Llumnix to the engine registers this model with its builder.
-The live-migration mechanism's own settings (stages, ``last_stage_max_blocks``, bandwidth) belong
-to the engine's migration block, not here.
+Registered as ``policy: {kind: llumnix}`` (:mod:`.policy` builds it). The live-migration
+mechanism's own settings (mode, stages, ``last_stage_max_blocks``, bandwidth, how many moves an
+instance takes at a time) are the cluster's ``migration`` block, not here; ``max_migrations_*``
+below is what the pairing asks for. The engine's priority admission is ``engine.
+priority_scheduling``: Llumnix-base is ``priority_agnostic: true`` with it off.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import MappingProxyType
 from typing import Literal
 
@@ -111,6 +112,15 @@ class LlumnixPolicyConfig(ConfigModel):
     def low_priority_first(self) -> bool:
         """Whether a migration source gives up its lowest-priority requests first."""
         return not self.priority_agnostic
+
+    def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """No pool or class names: the policy runs every pool on its own reports."""
+        return []
+
+    def growable_pools(self, pools: Collection[str]) -> set[str]:
+        """None from zero: the scaler pools the freeness of ready instances, so an empty pool
+        has nothing to scale on (the released code likewise needs a reporting instance)."""
+        return set()
 
     def tick_intervals(self) -> dict[str, float]:
         """Controller periods by config key: the scenario bounds the ticks a run makes. Polls

@@ -20,6 +20,15 @@ from chironsim.contract.load import LoadReport
 from chironsim.policies.llumnix.freeness import NO_HEADROOM, dispatch_freeness
 
 
+def ranking(reports: Sequence[LoadReport],
+            headroom: Mapping[int, int] = NO_HEADROOM) -> tuple[str, ...]:
+    """The ready instances, freest first (dispatch freeness, ties to the smaller id): what a
+    poll leaves the router, which takes the first that is still a candidate."""
+    ready = [(-dispatch_freeness(r, headroom), r.instance_id) for r in reports if r.accepting]
+    ready.sort()
+    return tuple(instance_id for _, instance_id in ready)
+
+
 def freest(reports: Sequence[LoadReport],
            headroom: Mapping[int, int] = NO_HEADROOM) -> str | None:
     """Llumnix dispatch: the ready instance with the highest dispatch freeness
