@@ -23,7 +23,9 @@ first broken rule:
 The default views (:func:`default_views`) are an open-loop story in three pools, one playing
 each of Chiron's roles, with a cluster-level queue: idle, steady load, an overload with a burst
 of starting instances and a long queue whose deadline is near, churn (an instance draining then
-stopping, new ids appearing), then a long quiet spell with an empty queue.
+stopping, new ids appearing), then a long quiet spell with an empty queue. Each pool also
+carries the instances' load reports (what a polling policy such as Llumnix reads): in the
+overload, full instances beside freshly started, still empty ones make a load balancer migrate.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from chironsim.contract.actions import action_problem
+from chironsim.contract.load import LoadReport
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
 from chironsim.contract.views import ClusterView, InstanceView, PoolView, QueueView, RequestView
@@ -70,6 +73,10 @@ class _Instance:
     seconds: float = 0.0
     pure_iterations: int = 0
     pure_seconds: float = 0.0
+
+    def ready_since(self) -> float:
+        """When the instance (last) became ready."""
+        return max((start for start, state in self.states if state == READY), default=0.0)
 
     def state_at(self, t: float) -> str | None:
         current = None
@@ -149,14 +156,18 @@ def default_views(seed: int = 0, pools: tuple[str, str, str] = ("interactive", "
         t = k * step_s
         start, loads, queue = [p for p in _PHASES if p[0] <= t][-1]
         members: dict[str, list[InstanceView]] = {name: [] for name in pools}
+        reports: dict[str, list[LoadReport]] = {name: [] for name in pools}
         for inst in instances:
             state = inst.state_at(t)
             if state is None:
                 continue
-            members[inst.pool].append(_observe(inst, state, loads[inst.role], step_s, rng))
+            view, report = _observe(inst, state, loads[inst.role], step_s, rng, t)
+            members[inst.pool].append(view)
+            reports[inst.pool].append(report)
         pool_views = {
             name: PoolView(name=name, instances=tuple(members[name]),
-                           min_instances=bounds[name][0], max_instances=bounds[name][1])
+                           min_instances=bounds[name][0], max_instances=bounds[name][1],
+                           load=tuple(reports[name]))
             for name in pools
         }
         queues = {}
@@ -172,12 +183,21 @@ def default_views(seed: int = 0, pools: tuple[str, str, str] = ("interactive", "
     return views
 
 
+#: An instance that became ready less than this long ago is still empty (nothing has been
+#: routed to it yet): a load-balancing policy sees it as the freest destination.
+_FRESH_S = 5.0
+#: The KV blocks, watermark and prompt blocks of every instance of the story.
+_CAPACITY, _WATERMARK, _PROMPT_BLOCKS = 4096, 40, 32
+
+
 def _observe(inst: _Instance, state: str, load: _Load, step_s: float,
-             rng: np.random.Generator) -> InstanceView:
-    """Advance the instance's counters by one step of ``load`` and snapshot it."""
+             rng: np.random.Generator, t: float) -> tuple[InstanceView, LoadReport]:
+    """Advance the instance's counters by one step of ``load`` and snapshot it, as a view and
+    as the load report a polling policy reads (the same state, counted the poller's way)."""
     running_i = running_b = waiting = 0
     kv = 0.0
-    if state in (READY, DRAINING):
+    fresh = state == READY and t - inst.ready_since() < _FRESH_S
+    if state in (READY, DRAINING) and not fresh:
         jitter = float(rng.uniform(0.8, 1.2))
         running_i = min(inst.seats, int(round(load.interactive * inst.seats * jitter)))
         running_b = min(inst.seats - running_i, int(round(load.batch * inst.seats * jitter)))
@@ -195,16 +215,26 @@ def _observe(inst: _Instance, state: str, load: _Load, step_s: float,
             inst.tokens += iterations * (running_i + running_b)
     by_class = tuple((name, n) for name, n in (("interactive", running_i), ("batch", running_b))
                      if n)
-    capacity = 4096
-    return InstanceView(
+    used = int(kv * _CAPACITY)
+    view = InstanceView(
         instance_id=inst.instance_id, pool=inst.pool, state=state,
         running=running_i + running_b, waiting=waiting,
-        kv_used_blocks=int(kv * capacity), kv_capacity_blocks=capacity,
+        kv_used_blocks=used, kv_capacity_blocks=_CAPACITY,
         max_num_seqs=inst.seats, tokens_generated=inst.tokens,
         decode_iterations=inst.iterations, decode_seconds=inst.seconds,
         pure_decode_iterations=inst.pure_iterations, pure_decode_seconds=inst.pure_seconds,
         running_by_class=by_class,
     )
+    priorities = dict(_CLASSES)
+    report = LoadReport(
+        inst.instance_id, inst.pool, state, _CAPACITY, _CAPACITY - used, _WATERMARK,
+        running=view.running, waiting=waiting,
+        waiting_prompt_blocks=float(waiting * _PROMPT_BLOCKS),
+        head_of_line_blocks=float(_PROMPT_BLOCKS if waiting else 0),
+        preempted=1 if kv >= 0.99 and view.running else 0,
+        movable=view.running,
+        running_priorities=tuple(priorities[name] for name, _ in by_class))
+    return view, report
 
 
 # --- the SimPy scan -------------------------------------------------------------------------

@@ -10,9 +10,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from chironsim.contract.actions import Drain, ScaleTo, SetMaxNumSeqs
+from chironsim.contract.actions import Drain, Migrate, ScaleTo, SetMaxNumSeqs
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.chiron import ChironPolicyConfig
+from chironsim.policies.llumnix.config import LlumnixPolicyConfig
+from chironsim.policies.registry import build_policy
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.policies.reactive import ReactivePolicyConfig
 from chironsim.policies.routers import RoundRobinRouter
@@ -29,9 +31,26 @@ from chironsim.testing import check_policy, default_views, simpy_imports
     ChironPolicyConfig(local=False),
     ChironPolicyConfig(global_scaling=False),
     ChironPolicyConfig(mixed=False),
+    LlumnixPolicyConfig(),
+    LlumnixPolicyConfig(dispatch="infaas", migration=False, priority_agnostic=True),
+    LlumnixPolicyConfig(dispatch="round_robin", migration=False, scaling=False),
+    LlumnixPolicyConfig(request_choice="shortest_running", headroom_blocks={0: 200},
+                        scaling_sustain=3),
 ], ids=lambda cfg: f"{cfg.kind}:{cfg.model_dump(exclude_defaults=True)}")
 def test_builtin_policies_keep_the_contract(cfg):
     check_policy(cfg)
+
+
+def test_the_default_views_make_llumnix_migrate():
+    """Migration is exercised by the check, not just allowed: the story's overload beside
+    freshly started instances pairs sources with destinations, and a drained instance hands
+    its work over."""
+    bundle = build_policy(LlumnixPolicyConfig(), np.random.default_rng(0))
+    views = default_views()
+    moves = [action for view in views for poller in bundle.autoscalers[:1]
+             for action in poller.on_tick(view) if isinstance(action, Migrate)]
+    assert moves, "llumnix emitted no Migrate over the default views"
+    assert {m.reason for m in moves} >= {"overloaded", "terminating"}
 
 
 def test_chiron_keeps_the_contract_under_other_pool_names():
