@@ -31,7 +31,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
 
 
-def scenario(trace: Path, instances: int, gpu: str, model: str, fast_forward: bool) -> dict[str, Any]:
+#: The policies the benchmark compares: the static baseline, and Llumnix with its 0.05 s polls
+#: and live migrations (the scaler runs too, but the pool is pinned at ``instances`` so both
+#: serve the hour with the same GPUs; DESIGN §9: polling must not make the run slow).
+POLICIES: dict[str, dict[str, Any]] = {
+    "static": {"kind": "static", "router": {"kind": "least_outstanding"}},
+    "llumnix": {"kind": "llumnix"},
+}
+
+
+def scenario(trace: Path, instances: int, gpu: str, model: str, fast_forward: bool,
+             policy: str = "static") -> dict[str, Any]:
     """The benchmark scenario as a config mapping, exactly what a YAML file would hold."""
     return {
         "name": f"bench-azure-hour-{instances}x",
@@ -47,9 +57,10 @@ def scenario(trace: Path, instances: int, gpu: str, model: str, fast_forward: bo
             "model": model,
             "gpu": gpu,
             "engine": {"fast_forward": fast_forward},
-            "pools": {"default": {"instances": instances, "tp": 1}},
+            "pools": {"default": {"instances": instances, "tp": 1, "min_instances": instances,
+                                  "max_instances": instances}},
         },
-        "policy": {"kind": "static", "router": {"kind": "least_outstanding"}},
+        "policy": POLICIES[policy],
     }
 
 
@@ -59,9 +70,10 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def measure(trace: Path, instances: int, gpu: str, model: str, fast_forward: bool) -> dict[str, Any]:
+def measure(trace: Path, instances: int, gpu: str, model: str, fast_forward: bool,
+            policy: str = "static") -> dict[str, Any]:
     """Run the scenario once and return the benchmark's numbers."""
-    config = scenario(trace, instances, gpu, model, fast_forward)
+    config = scenario(trace, instances, gpu, model, fast_forward, policy)
     started = time.perf_counter()
     result = run(config)
     wall = time.perf_counter() - started
@@ -69,6 +81,8 @@ def measure(trace: Path, instances: int, gpu: str, model: str, fast_forward: boo
     requests = int(result.manifest["requests"])
     overall = result.summary.set_index("request_class").loc["all"]
     return {
+        "policy": policy,
+        "migrations": int((result.events.kind == "migrate_done").sum()),
         "instances": instances,
         "gpu": gpu,
         "model": model,
@@ -89,7 +103,8 @@ def format_table(numbers: dict[str, Any]) -> str:
     """A short two-column table for people."""
     rows = [
         ("scenario", f"{numbers['instances']} x {numbers['model']} on {numbers['gpu']}, "
-                     f"fast_forward={numbers['fast_forward']}"),
+                     f"{numbers['policy']}, fast_forward={numbers['fast_forward']}"),
+        ("migrations", f"{numbers['migrations']:,}"),
         ("requests", f"{numbers['requests']:,}"),
         ("simulated", f"{numbers['sim_seconds']:,.0f} s"),
         ("wall", f"{numbers['wall_seconds']:.2f} s"),
@@ -114,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="llama-3-8b", help="model name from the catalog")
     parser.add_argument("--fast-forward", action=argparse.BooleanOptionalAction, default=True,
                         help="advance runs of identical decode iterations in one step")
+    parser.add_argument("--policy", choices=sorted(POLICIES), default="static",
+                        help="static (least-outstanding router) or llumnix (0.05 s polls, "
+                             "live migration)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
 
@@ -126,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         numbers = measure(args.trace.resolve(), args.instances, args.gpu, args.model,
-                          args.fast_forward)
+                          args.fast_forward, args.policy)
     except ChironError as err:
         print(f"bench_azure_hour: {err}", file=sys.stderr)
         return 2
