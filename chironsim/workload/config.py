@@ -8,10 +8,12 @@ the generators past this boundary trust their inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from chironsim.config_base import ConfigModel, PositiveSeconds, Seconds, limited
@@ -33,6 +35,9 @@ TraceFormat = Literal["azure", "burstgpt", "mooncake", "splitwise", "csv", "parq
 
 # Zipf samples by inverse CDF over its whole support; this bounds the table it builds.
 MAX_ZIPF_SUPPORT = 10_000_000
+# A power law's exponent beyond this puts all but ~1e-30 of its mass on the smallest rank of
+# any support (2^-100): a larger one means nothing more, and bounds the exponent solver.
+MAX_POWERLAW_EXPONENT = 100.0
 
 # Bounded number types (chironsim.limits says why each bound is what it is).
 Rate = limited(float, MAX_RATE, "arrivals/s", gt=0, floor=MIN_POSITIVE_RATE)
@@ -211,6 +216,90 @@ class ZipfLength(ConfigModel):
         return self
 
 
+class PowerLawLength(ConfigModel):
+    """Bounded power law, optionally stretched: a rank k in [min, max] is drawn with
+    P(k) ∝ k^(−a) and the length is ⌈scale · k⌉.
+
+    Give the exponent ``a``, or the ``mean`` the lengths should have and ``a`` is solved for it
+    (:func:`powerlaw_exponent`; the mean falls monotonically as ``a`` grows, from the mean of
+    uniform ranks at a = 0 towards ⌈scale · min⌉, so a reachable mean lies strictly between
+    those two). ``scale`` (default 1) spreads the ranks over a wider range of lengths, as the
+    Llumnix benchmark's generator does (ranks 1..2m−1 with a fixed exponent, scaled so that the
+    mean is m, capped: the cap is the stream's ``max_*_tokens``).
+    """
+
+    kind: Literal["powerlaw"] = "powerlaw"
+    a: float | None = Field(None, gt=0, le=MAX_POWERLAW_EXPONENT, description="exponent")
+    mean: TokenScale | None = Field(None, description="mean length; the exponent is solved for it")
+    min: TokenCount = Field(1, description="smallest rank")
+    max: TokenCount = Field(description="largest rank")
+    scale: float = Field(1.0, gt=0, description="length = ceil(scale * rank)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PowerLawLength:
+        if (self.a is None) == (self.mean is None):
+            raise ValueError("give exactly one of a or mean")
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        if self.max - self.min + 1 > MAX_ZIPF_SUPPORT:
+            raise ValueError(f"support max - min + 1 must be at most {MAX_ZIPF_SUPPORT}")
+        if math.ceil(self.scale * self.max) > MAX_TOKENS:
+            raise ValueError(f"scale * max must be at most {MAX_TOKENS} tokens")
+        if self.mean is not None:
+            low = math.ceil(self.scale * self.min)
+            high = powerlaw_mean(0.0, self.min, self.max, self.scale)
+            if not low < self.mean < high:
+                raise ValueError(f"mean must lie strictly between {low:g} (a → ∞) and "
+                                 f"{high:.6g} (a = 0, uniform ranks) for this min, max and scale")
+        return self
+
+    @property
+    def exponent(self) -> float:
+        """``a``, given or solved for ``mean``."""
+        if self.a is not None:
+            return self.a
+        assert self.mean is not None
+        return powerlaw_exponent(self.mean, self.min, self.max, self.scale)
+
+
+def powerlaw_lengths(low: int, high: int, scale: float) -> np.ndarray:
+    """The length of each rank of [low, high]: ⌈scale · k⌉."""
+    return np.ceil(scale * np.arange(low, high + 1, dtype=np.float64))
+
+
+def powerlaw_weights(a: float, low: int, high: int) -> np.ndarray:
+    """Normalised P(k) ∝ k^(−a) over [low, high], computed as (k/low)^(−a) so that nothing
+    overflows and the largest weight is 1 before normalising."""
+    ranks = np.arange(low, high + 1, dtype=np.float64)
+    weights = np.exp(-a * np.log(ranks / low))
+    return weights / weights.sum()
+
+
+def powerlaw_mean(a: float, low: int, high: int, scale: float = 1.0) -> float:
+    """Exact mean of the lengths of a :class:`PowerLawLength` with exponent ``a``."""
+    return float(powerlaw_weights(a, low, high) @ powerlaw_lengths(low, high, scale))
+
+
+@functools.lru_cache(maxsize=256)
+def powerlaw_exponent(mean: float, low: int, high: int, scale: float = 1.0) -> float:
+    """The exponent a > 0 whose lengths have mean ``mean`` (bisection; the mean is strictly
+    decreasing in a). The caller has checked that ``mean`` is reachable."""
+    lo, hi = 0.0, 1.0
+    while powerlaw_mean(hi, low, high, scale) > mean:
+        lo, hi = hi, 2 * hi
+        if hi > MAX_POWERLAW_EXPONENT:
+            return MAX_POWERLAW_EXPONENT
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if powerlaw_mean(mid, low, high, scale) > mean:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2
+
+
 class UniformLength(ConfigModel):
     """Integers uniform on [min, max], both included."""
 
@@ -258,7 +347,8 @@ class EmpiricalLength(ConfigModel):
 
 LengthDist = Annotated[
     Union[
-        FixedLength, LognormalLength, ZipfLength, UniformLength, ExponentialLength, EmpiricalLength
+        FixedLength, LognormalLength, ZipfLength, PowerLawLength, UniformLength,
+        ExponentialLength, EmpiricalLength,
     ],
     Field(discriminator="kind"),
 ]

@@ -19,8 +19,11 @@ from chironsim.workload.config import (
     ExponentialLength,
     FixedLength,
     LognormalLength,
+    PowerLawLength,
     UniformLength,
     ZipfLength,
+    powerlaw_lengths,
+    powerlaw_weights,
 )
 from chironsim.workload.readers import read_trace
 
@@ -30,7 +33,8 @@ BLOCK = 4096
 _LENGTH_CEILING = 2**31 - 1
 
 LengthDistSpec = (
-    FixedLength | LognormalLength | ZipfLength | UniformLength | ExponentialLength | EmpiricalLength
+    FixedLength | LognormalLength | ZipfLength | PowerLawLength | UniformLength | ExponentialLength
+    | EmpiricalLength
 )
 Draw = Callable[[int], np.ndarray]
 
@@ -72,6 +76,18 @@ def _zipf_draw(spec: ZipfLength, rng: np.random.Generator) -> Draw:
     return draw
 
 
+def _powerlaw_draw(spec: PowerLawLength, rng: np.random.Generator) -> Draw:
+    lengths = powerlaw_lengths(spec.min, spec.max, spec.scale).astype(np.int64)
+    cdf = np.cumsum(powerlaw_weights(spec.exponent, spec.min, spec.max))
+    cdf /= cdf[-1]
+
+    def draw(count: int) -> np.ndarray:
+        index = np.searchsorted(cdf, rng.uniform(0.0, 1.0, count), side="right")
+        return lengths[np.minimum(index, lengths.size - 1)]
+
+    return draw
+
+
 def marginal_draw(
     spec: LengthDistSpec,
     rng: np.random.Generator,
@@ -89,6 +105,8 @@ def marginal_draw(
         return lambda count: _round(rng.lognormal(mu, spec.sigma, count))
     if isinstance(spec, ZipfLength):
         return _zipf_draw(spec, rng)
+    if isinstance(spec, PowerLawLength):
+        return _powerlaw_draw(spec, rng)
     if isinstance(spec, UniformLength):
         return lambda count: rng.integers(spec.min, spec.max, count, endpoint=True, dtype=np.int64)
     if isinstance(spec, ExponentialLength):
