@@ -46,15 +46,20 @@ def simulate(specs: Sequence[RequestSpec], actions: Sequence[tuple[float, object
              instances: int = 2, mode: str = "live", fast_forward: bool = True,
              router=None, migration: dict | None = None, engine: dict | None = None,
              kv_blocks: int | None = None, priorities: dict[str, int] | None = None,
-             model: str = "llama-3-8b") -> Simulation:
+             model: str = "llama-3-8b", script: type[Script] | None = None,
+             evict: bool = False) -> Simulation:
+    """Run ``specs`` on ``instances`` instances; ``script`` (a :class:`Script` subclass) issues
+    ``actions``."""
     settings = MigrationConfig(mode=mode, **(migration or {}))
     cluster = ClusterConfig(model=model, gpu="a10", migration=settings,
                             engine=EngineConfig(fast_forward=fast_forward, **(engine or {})),
-                            pools={"default": PoolConfig(instances=instances)})
+                            pools={"default": PoolConfig(instances=instances,
+                                                         evict_lower_priority=evict)})
     classes = {name: RequestClassSpec(priority=p)
                for name, p in (priorities or {"default": 0}).items()}
     sim = Simulation(cluster, classes, iter(specs), router or FirstInstance(),
-                     [Script(actions)], duration_s=None, drain_s=600.0, sample_interval_s=1.0)
+                     [(script or Script)(actions)], duration_s=None, drain_s=600.0,
+                     sample_interval_s=1.0)
     if kv_blocks is not None:
         for inst in sim.cluster.live_instances():
             inst.kv.capacity = inst.kv.free_blocks = kv_blocks
@@ -173,6 +178,32 @@ def test_abort_when_the_request_is_preempted_mid_stage():
     assert_no_reservations(sim)
 
 
+class EvictedElsewhere:
+    """Arrivals to instance 0; a request placed again (evicted) to instance 2."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def route(self, request, candidates):
+        again = request.request_id in self.seen
+        self.seen.add(request.request_id)
+        return candidates[2 if again else 0].instance_id
+
+
+def test_abort_when_the_request_is_evicted_mid_stage():
+    # One seat: a high-priority arrival evicts the migrating normal-priority request.
+    specs = [RequestSpec(0.0, 6000, 2000, request_class="normal"),
+             RequestSpec(3.0, 100, 50, request_class="high")]
+    sim = simulate(specs, [(2.0, Migrate("default-0", "default-1", request_id=0))],
+                   instances=3, router=EvictedElsewhere(), priorities={"high": 0, "normal": 1},
+                   engine={"max_num_seqs": 1}, evict=True, migration={"bandwidth_gbps": 0.05})
+    (abort,) = events(sim, "migrate_abort")
+    assert abort["reason"] == "request evicted", abort
+    assert record(sim, 0).status == "finished" and record(sim, 0).migrations == 0
+    assert record(sim, 0).instances == "default-0;default-2"
+    assert_no_reservations(sim)
+
+
 def test_waiting_requests_are_handed_over_without_a_copy():
     specs = [RequestSpec(0.0, 1000, 300) for _ in range(3)]
     sim = simulate(specs, [(0.001, Migrate("default-0", "default-1", pick="first_waiting"))],
@@ -205,12 +236,7 @@ def test_a_reservation_lowers_the_destinations_free_blocks_from_stage_zero():
             seen.append((view.time, dst.kv_used_blocks))
             return super().on_tick(view)
 
-    cluster = ClusterConfig(model="llama-3-8b", gpu="a10",
-                            pools={"default": PoolConfig(instances=2)})
-    sim = Simulation(cluster, {"default": RequestClassSpec()}, iter([spec]), FirstInstance(),
-                     [Watch([(2.0, Migrate("default-0", "default-1"))])], duration_s=None,
-                     drain_s=600.0, sample_interval_s=1.0)
-    sim.run()
+    simulate([spec], [(2.0, Migrate("default-0", "default-1"))], script=Watch)
     during = [used for t, used in seen if 2.06 < t < 2.2]
     assert during and min(during) >= 7600 // 16 - 1  # stage 0's blocks, reserved and counted
 
@@ -316,12 +342,7 @@ def test_load_reports_count_a_migration_and_its_reservation():
             assert view.pools["default"].instances == ()  # a poller pays for reports only
             return super().on_tick(view)
 
-    cluster = ClusterConfig(model="llama-3-8b", gpu="a10",
-                            pools={"default": PoolConfig(instances=2)})
-    sim = Simulation(cluster, {"default": RequestClassSpec()}, iter([spec]), FirstInstance(),
-                     [Poll([(2.0, Migrate("default-0", "default-1"))])], duration_s=None,
-                     drain_s=600.0, sample_interval_s=1.0)
-    sim.run()
+    simulate([spec], [(2.0, Migrate("default-0", "default-1"))], script=Poll)
     during = [r for t, r in reports if 2.06 < t < 2.2]
     assert during
     for poll in during:

@@ -40,6 +40,16 @@ if TYPE_CHECKING:
 
 __all__ = ["GROWTH", "Instance", "InstanceHost"]
 
+def _tally(counts: dict, key: Hashable, delta: int) -> None:
+    """Add ``delta`` to ``counts[key]``, dropping keys that reach zero (views list only the
+    classes and priorities present)."""
+    left = counts.get(key, 0) + delta
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class InstanceHost:
     """What an instance reports to: the cluster. Defined as a base for type clarity."""
 
@@ -495,24 +505,12 @@ class Instance:
         self.kv.free("__release__")
 
     def running_add(self, req: Request) -> None:
-        counts = self.running_by_class
-        counts[req.request_class] = counts.get(req.request_class, 0) + 1
-        prios = self.running_by_priority
-        prios[req.priority] = prios.get(req.priority, 0) + 1
+        _tally(self.running_by_class, req.request_class, +1)
+        _tally(self.running_by_priority, req.priority, +1)
 
     def running_remove(self, req: Request) -> None:
-        counts = self.running_by_class
-        left = counts[req.request_class] - 1
-        if left:
-            counts[req.request_class] = left
-        else:
-            del counts[req.request_class]
-        prios = self.running_by_priority
-        left = prios[req.priority] - 1
-        if left:
-            prios[req.priority] = left
-        else:
-            del prios[req.priority]
+        _tally(self.running_by_class, req.request_class, -1)
+        _tally(self.running_by_priority, req.priority, -1)
 
     def leave_decode(self, req: Request, step: int) -> None:
         """Take a decoding request out of the set, settling its tokens, blocks and ITL."""

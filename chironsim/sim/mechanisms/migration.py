@@ -261,9 +261,9 @@ class MigrationCoordinator:
         assert req is not None
         if req.phase == rq.DONE:
             return "request finished"
-        if req.instance is not move.src:
+        if req.evictions != move.watch[1] or req.instance is not move.src:
             return "request evicted"
-        if (req.preemptions, req.evictions) != move.watch or req.phase != rq.DECODING:
+        if req.preemptions != move.watch[0] or req.phase != rq.DECODING:
             return "request preempted"
         if move.dst.state != READY:
             return "destination not ready"
