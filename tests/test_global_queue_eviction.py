@@ -114,8 +114,10 @@ def test_eviction_resumes_on_another_instance_by_moving_kv() -> None:
         assert not inst.running_by_class
 
 
+@pytest.mark.parametrize("queued", [frozenset({"batch"}), frozenset()],
+                         ids=["global-queue", "placed-by-router"])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_eviction_pressure_keeps_blocks_balanced(seed: int) -> None:
+def test_random_eviction_pressure_keeps_blocks_balanced(seed: int, queued: frozenset) -> None:
     """Interactive bursts keep evicting batch work from preemptible instances while the KV
     cache is tight and requests grow block by block: whatever the timing (an evicted decode may
     have claimed a new block in the same iteration), every request finishes and every GPU,
@@ -129,7 +131,7 @@ def test_random_eviction_pressure_keeps_blocks_balanced(seed: int) -> None:
     specs = sorted(batch + interactive, key=lambda r: r.arrival)
     engine = {"max_num_seqs": 8, "gpu_memory_utilization": 0.2}  # 371 KV blocks: tight
     pools = {"mixed": {"instances": 2, "engine": engine, "evict_lower_priority": True}}
-    sim = simulation(pools, specs)
+    sim = simulation(pools, specs, queued=queued)
     sim.run()
     assert len(sim.request_records) == len(specs)
     assert all(r.status == "finished" for r in sim.request_records)
@@ -139,3 +141,39 @@ def test_random_eviction_pressure_keeps_blocks_balanced(seed: int) -> None:
         assert inst.kv.free_blocks == inst.kv.capacity
         assert inst.kv.host_free_blocks == inst.kv.host_capacity
         assert inst.kv.owned(GROWTH) == 0
+
+
+@pytest.mark.parametrize("queued", [frozenset(), frozenset({"batch"})],
+                         ids=["placed-by-router", "global-queue"])
+def test_evicted_request_is_not_readmitted_ahead_of_its_evictor(queued: frozenset) -> None:
+    """One seat, one instance: an interactive arrival evicts the running batch request. The
+    victim, handed back to the cluster, can only land on this same instance, where its saved
+    KV makes it a swapped request; it must not take the seat back ahead of the interactive
+    request it was evicted for (it used to, at every boundary: evicted again, placed again,
+    and the run never progressed). Placed by the router (no cluster queue, the user's
+    ``evict_lower_priority`` under any policy) as well as through Chiron's global queue."""
+    specs = [RequestSpec(0.0, 200, 400, "batch", deadline=3600.0),
+             RequestSpec(1.0, 100, 50, "interactive")]
+    pools = {"mixed": {"instances": 1, "engine": {"max_num_seqs": 1},
+                       "evict_lower_priority": True}}
+    sim = simulation(pools, specs, queued=queued)
+    sim.drain_s = 60.0  # a livelock would run to this ceiling and leave both unfinished
+    end = sim.run()
+    records = {r.request_id: r for r in sim.request_records}
+    assert [records[i].status for i in (0, 1)] == ["finished", "finished"]
+    # In order: the interactive request first, then the batch request it evicted.
+    assert records[1].finish_time < records[0].finish_time
+    assert records[0].evictions == 1
+    # Bounded: one eviction, one swap back in (after the interactive request finished), and
+    # the run ends with the batch request's own decode time, not at the ceiling.
+    kinds = [e["kind"] for e in sim.events]
+    assert kinds.count("evict") == 1 and kinds.count("swap_in") == 1
+    swap_in = next(e for e in sim.events if e["kind"] == "swap_in")
+    assert swap_in["time"] >= records[1].finish_time
+    assert len(sim.events) < 10
+    assert end < 60.0
+    assert records[1].ttft < 0.5
+    for inst in sim.cluster.live_instances():
+        inst.kv.check_invariants()
+        assert inst.kv.free_blocks == inst.kv.capacity
+        assert inst.kv.host_free_blocks == inst.kv.host_capacity

@@ -116,6 +116,9 @@ class Instance:
         self.arriving: deque[Request] = deque()
         # Called with the time a request starts decoding here again (see when_decoding).
         self._decoding_hooks: dict[int, Callable[[float], None]] = {}
+        # Requests detached at this boundary, to be placed again once admission is done
+        # (see place_after_admission).
+        self.handed_back: list[tuple[Request, Callable[[Request], None]]] = []
         self.state = PROVISIONING
         self.step = 0
         self.clock = env.now
@@ -250,6 +253,25 @@ class Instance:
         req.phase = rq.QUEUED
         req.instance = None
         return saved
+
+    def place_after_admission(self, req: Request, place: Callable[[Request], None]) -> None:
+        """Call ``place(req)`` for a request detached at this boundary once the boundary's
+        admission is done, not now.
+
+        A mechanism that detaches work to make room for a waiting request (eviction) must not
+        hand the work back while that room is still free: placed again at once, it can land
+        on this very instance (its saved KV makes it a swapped request, which comes back
+        before anything is admitted) and take the room back ahead of the request it was
+        evicted for, at every boundary, forever. Handed back after admission, it finds the
+        room taken and waits its turn like any other request."""
+        self.handed_back.append((req, place))
+
+    def hand_back_detached(self) -> None:
+        """The scheduler's last step at a boundary: place what :meth:`place_after_admission`
+        held, in the order it was detached."""
+        handed_back, self.handed_back = self.handed_back, []
+        for req, place in handed_back:
+            place(req)
 
     def adopt_running(self, req: Request) -> None:
         """Take a decoding request whose KV already sits in this instance's blocks (a

@@ -6,8 +6,9 @@ blocks they grow into, preempting the lowest-priority, latest-arrived request un
 growth fits; run the instance's boundary mechanisms (e.g. eviction for a higher-priority
 head, later migration), which may detach requests through the public instance API; continue
 partial prefills; admit waiting requests by priority then FCFS while seats, the token budget
-and KV blocks above the watermark allow. A new mechanism plugs in as a boundary mechanism
-and never edits this module.
+and KV blocks above the watermark allow; last, hand back to the cluster the requests a
+mechanism detached to make room (so they cannot take that room back ahead of the request it
+was made for). A new mechanism plugs in as a boundary mechanism and never edits this module.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class LocalScheduler:
                 n = min(req.prefill_target, budget)
                 chunks.append((req, n))
                 budget -= n
+        if inst.handed_back:
+            inst.hand_back_detached()
         return chunks, resumed, transfer_seconds, growth
 
     def _preempt_one(self, step: int) -> int:

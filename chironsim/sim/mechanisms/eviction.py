@@ -5,7 +5,12 @@ watermark), running requests of lower priority are detached, latest-arrived firs
 can. A decoding victim keeps its KV in this instance's host memory when there is room, so it
 resumes without recomputing wherever it is placed next; a victim mid-prefill (or with no
 host room) recomputes. Victims go back to the cluster to be placed again (Chiron: its global
-queue). The PCIe time of the saved KV is part of this iteration.
+queue), but only after this boundary's admission (:meth:`Instance.place_after_admission`):
+handed back at once, a victim could be placed on this same instance, where its saved KV makes
+it a swapped request that comes back before anything is admitted, so it would retake the seat
+it was evicted from, be evicted again at the next boundary, and so on forever (with
+``max_num_seqs: 1`` and no cluster queue, the run never progressed). The PCIe time of the
+saved KV is part of this iteration.
 """
 
 from __future__ import annotations
@@ -42,5 +47,5 @@ class PriorityEviction:
             saved += inst.detach(victim, save_kv=True)
             inst.host.log_event(EVICT, inst, victim,
                                 f"for request {head.request_id} ({head.request_class})")
-            self.requeue(victim)
+            inst.place_after_admission(victim, self.requeue)
         return saved * inst.swap_seconds_per_block
