@@ -17,7 +17,9 @@ LM head are evaluated per call. The simulator calls `iteration_time` once per it
 with numpy arrays to price a stretch of decode iterations at once. Both paths read the same
 table and evaluate the same expression in the same order (builtin max/min for Python scalars,
 np.maximum/np.minimum otherwise), so an array call equals the element-wise scalar calls bit
-for bit.
+for bit. `stage_time` prices one pipeline stage (some of the layers, the LM head on the last
+stage only) for KunServe's fused groups with the same table and expression, so the same parity
+holds; chironsim/perf/pipeline.py adds the hops between stages.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class IterationTimeModel:
         context lengths. Each argument may be a scalar or a numpy array (broadcast); an
         iteration with no tokens costs 0.
         """
+        # the dispatch of _price, inlined: this is the simulator's hottest call
         if (
             type(prefill_tokens) in _SCALARS
             and type(prefill_attention_work) in _SCALARS
@@ -179,16 +182,48 @@ class IterationTimeModel:
                 return 0.0
             pt, ds = float(prefill_tokens), float(decode_seqs)
             return self._time(pt, float(prefill_attention_work), ds, float(decode_context),
-                              self._token_part(pt + ds), max, min)
+                              self._token_part(pt + ds), max, min, self._layers, True)
+        return self._price(self._layers, True, prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
+
+    def stage_time(self, layers: int, lm_head: bool, prefill_tokens, prefill_attention_work, decode_seqs,
+                   decode_context):
+        """Seconds for one pipeline stage of `layers` layers running one micro-batch (KunServe's
+        fused groups, issue 10 item 1; reference/README.md, KunServe, "Pipeline execution").
+
+        The same roofline as `iteration_time` (same table, same expression, same scalar/array
+        parity) with `layers` layers instead of all of them and the LM head only where
+        `lm_head` (the last stage). Each stage pays the per-iteration overhead once: it is one
+        engine step on its own GPUs (input preparation and kernel launches). So over the stages
+        of one split, sum(stage_time) == iteration_time + (stages - 1) x overhead, up to the
+        rounding of splitting `L x layer` into per-stage products. The embedding lookup is
+        not priced here or in `iteration_time`. The activation hops between stages are priced by
+        chironsim.perf.pipeline.
+        """
+        if not 0 <= layers <= self._layers or type(layers) is not int:
+            raise ConfigError(f"a stage holds 0..{self._layers} whole layers of {self.model.name}, got {layers!r}")
+        return self._price(layers, lm_head, prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
+
+    def _price(self, layers: int, lm_head: bool, prefill_tokens, prefill_attention_work, decode_seqs, decode_context):
+        if (
+            type(prefill_tokens) in _SCALARS
+            and type(prefill_attention_work) in _SCALARS
+            and type(decode_seqs) in _SCALARS
+            and type(decode_context) in _SCALARS
+        ):
+            if prefill_tokens + decode_seqs <= 0:
+                return 0.0
+            pt, ds = float(prefill_tokens), float(decode_seqs)
+            return self._time(pt, float(prefill_attention_work), ds, float(decode_context),
+                              self._token_part(pt + ds), max, min, layers, lm_head)
         args = (prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
         arrays = np.broadcast_arrays(*[np.asarray(a, dtype=float) for a in args])
         tokens = arrays[0] + arrays[2]
         live = tokens > 0
         per_token = self._token_parts(np.where(live, tokens, 0.0))
-        result = np.where(live, self._time(*arrays, per_token, np.maximum, np.minimum), 0.0)
+        result = np.where(live, self._time(*arrays, per_token, np.maximum, np.minimum, layers, lm_head), 0.0)
         return float(result) if result.ndim == 0 else result
 
-    def _time(self, pt, paw, ds, dc, per_token, maximum: Callable, minimum: Callable):
+    def _time(self, pt, paw, ds, dc, per_token, maximum: Callable, minimum: Callable, layers: int, lm_head: bool):
         overlap, floor = self._overlap, self._floor
         layer = per_token
         # prefill attention: compute on query-key pairs, memory on KV read per query tile + writes
@@ -199,10 +234,12 @@ class IterationTimeModel:
         tc = self._attn_flops * dc
         tm = self._attn_per_context * dc + self._attn_per_token * ds
         layer = layer + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor * (ds > 0))
+        if not lm_head:
+            return layers * layer + self._overhead
         # LM head on the tokens that are sampled: every decode, and the last token of a prefill
         compute, weights, activations = self._lm_head
         sampled = ds + minimum(pt, 1.0)
         tc = compute * sampled
         tm = weights + activations * sampled
         head = maximum(tc, tm) + overlap * minimum(tc, tm) + floor
-        return self._layers * layer + head + self._overhead
+        return layers * layer + head + self._overhead
