@@ -3,13 +3,17 @@ pairing through the live-migration mechanism, scaling by drain, and fast-forward
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
+from chironsim.errors import ConfigError
 from chironsim.experiments import runner
+from chironsim.experiments.config import parse_config
 from chironsim.metrics.slo import RequestClassSpec
 from chironsim.policies.llumnix.config import LlumnixPolicyConfig
 from chironsim.policies.registry import build_policy
@@ -96,3 +100,72 @@ def test_fast_forward_on_and_off_give_identical_tables_with_llumnix_running():
     for name in ("requests", "instances", "events", "timeseries", "summary"):
         left, right = getattr(a, name), getattr(b, name)
         assert left.equals(right), name
+
+
+def _one_seat_scenario(policy: dict, engine: dict | None = None) -> dict:
+    """One instance with one seat: a high-priority arrival behind two normal ones overtakes
+    the second under priority scheduling and waits its turn under FCFS."""
+    cluster = {"model": "llama-7b", "gpu": "a10",
+               "engine": {"max_num_seqs": 1, **(engine or {})},
+               "pools": {"default": {"instances": 1}}}
+    return {
+        "name": "one-seat", "seed": 0, "drain_s": 60,
+        "classes": {"high": {"priority": 0}, "normal": {"priority": 1}},
+        "workload": {"streams": [
+            {"kind": "batch", "request_class": cls, "num_requests": n, "submit_at": start,
+             "window_s": 0.002 * n, "deadline_s": 600,
+             "prompt_tokens": {"kind": "fixed", "value": 100},
+             "output_tokens": {"kind": "fixed", "value": 50}}
+            for cls, start, n in (("normal", 0.0, 2), ("high", 0.01, 1))]},
+        "cluster": cluster,
+        "policy": {"kind": "llumnix", "scaling": False, "migration": False, **policy},
+    }
+
+
+def _finish_order(result) -> list[str]:
+    return list(result.requests.sort_values("finish_time").request_class)
+
+
+def test_priority_agnostic_makes_the_engines_priority_agnostic():
+    """Llumnix-base declares its FCFS engine itself (PolicyBundle.engine_settings), so the
+    scenario need not also turn engine.priority_scheduling off."""
+    bundle = build_policy(LlumnixPolicyConfig(priority_agnostic=True), np.random.default_rng(0))
+    assert dict(bundle.engine_settings) == {"priority_scheduling": False}
+    assert not build_policy(LlumnixPolicyConfig(), np.random.default_rng(0)).engine_settings
+    assert _finish_order(runner.run(_one_seat_scenario({}))) == ["normal", "high", "normal"]
+    agnostic = runner.run(_one_seat_scenario({"priority_agnostic": True}))
+    assert _finish_order(agnostic) == ["normal", "normal", "high"]
+
+
+def test_priority_agnostic_with_the_engine_switch_written_too_is_unchanged():
+    """Scenarios that already turned the engine switch off beside priority_agnostic (the
+    Llumnix experiment's baselines) give identical tables with or without it."""
+    base = yaml.safe_load(REGRESSION.read_text(encoding="utf-8"))["scenario"]
+    for variant in ({"priority_agnostic": True},
+                    {"priority_agnostic": True, "dispatch": "infaas", "migration": False}):
+        both = copy.deepcopy(base)
+        both["policy"].update(variant)
+        both["cluster"]["engine"] = {"priority_scheduling": False}
+        alone = copy.deepcopy(both)
+        del alone["cluster"]["engine"]
+        a, b = runner.run(both), runner.run(alone)
+        for name in ("requests", "instances", "events", "timeseries", "summary"):
+            assert getattr(a, name).equals(getattr(b, name)), (variant, name)
+
+
+@pytest.mark.parametrize("where", ["cluster", "pool"])
+def test_priority_scheduling_true_beside_priority_agnostic_is_a_config_error(where):
+    scenario = _one_seat_scenario({"priority_agnostic": True})
+    if where == "cluster":
+        scenario["cluster"]["engine"]["priority_scheduling"] = True
+        key = "cluster.engine.priority_scheduling"
+    else:
+        scenario["cluster"]["pools"]["default"]["engine"] = {"priority_scheduling": True}
+        key = "cluster.pools.default.engine.priority_scheduling"
+    with pytest.raises(ConfigError) as err:
+        parse_config(scenario, "<test>", Path.cwd())
+    assert key in str(err.value) and "policy.priority_agnostic" in str(err.value)
+    # Consistent or left to the policy: accepted.
+    scenario["cluster"]["engine"]["priority_scheduling"] = False
+    scenario["cluster"]["pools"]["default"].pop("engine", None)
+    parse_config(scenario, "<test>", Path.cwd())

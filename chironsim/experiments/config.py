@@ -111,6 +111,33 @@ def cross_reference_problems(config: ScenarioConfig) -> list[tuple[KeyPath, str]
         for cls in pool.classes or []:
             if cls not in config.classes:
                 problems.append((("cluster", "pools", name, "classes"), unknown_class(cls)))
+    return problems + engine_contradictions(config)
+
+
+def engine_contradictions(config: ScenarioConfig) -> list[tuple[KeyPath, str]]:
+    """Engine settings written in the file that contradict what the policy needs on every
+    engine (its ``engine_needs``, e.g. Llumnix-base's priority-agnostic engine).
+
+    The policy sets what it needs itself, so leaving the key out is right; writing the opposite
+    value is refused, naming both keys, rather than letting one silently win: either way the
+    run would not be what one of the two keys says it is.
+    """
+    needs = getattr(config.policy, "engine_needs", None)  # a policy registered elsewhere
+    if needs is None:
+        return []
+    engines: list[tuple[KeyPath, Any]] = [(("cluster", "engine"), config.cluster.engine)]
+    engines += [(("cluster", "pools", name, "engine"), pool.engine)
+                for name, pool in config.cluster.pools.items() if pool.engine is not None]
+    problems: list[tuple[KeyPath, str]] = []
+    for key, (value, policy_key) in needs().items():
+        for path, engine in engines:
+            if key in engine.model_fields_set and getattr(engine, key) != value:
+                written = yaml.safe_dump(getattr(engine, key)).splitlines()[0]
+                policy_value = yaml.safe_dump(getattr(config.policy, policy_key)).splitlines()[0]
+                problems.append(((*path, key), (
+                    f"{written} contradicts policy.{policy_key}: {policy_value}, which runs "
+                    f"every engine with {key}: {yaml.safe_dump(value).splitlines()[0]}; leave "
+                    f"{dotted((*path, key))} out (the policy sets it) or change one of the two")))
     return problems
 
 

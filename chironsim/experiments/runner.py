@@ -63,6 +63,7 @@ def build_simulation(
         progress=progress,
         queued_classes=bundle.queued_classes,
         evicting_pools=bundle.evicting_pools,
+        engine_settings=bundle.engine_settings,
     )
     return sim, bundle
 

@@ -8,7 +8,9 @@ own pieces; the bundle stays a plain container so the simulator needs no knowled
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from chironsim.contract.protocols import Autoscaler, Router
 
@@ -29,3 +31,9 @@ class PolicyBundle:
     #: and placed again. The policy declares this mechanism itself, so its scenarios need no
     #: pool option for it (``evict_lower_priority`` stays a user option for any policy).
     evicting_pools: frozenset[str] = field(default_factory=frozenset)
+    #: Engine settings (``engine.<key>``) the policy needs on every engine it runs, e.g.
+    #: Llumnix-base's priority-agnostic engine (``{"priority_scheduling": False}``). Like
+    #: ``evicting_pools``, the policy declares it and the cluster builds its engines so; its
+    #: scenarios need not repeat it, and the scenario check refuses an explicit engine setting
+    #: that contradicts it (the policy config's ``engine_needs``).
+    engine_settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))

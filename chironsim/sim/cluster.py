@@ -7,8 +7,9 @@ them and turns the actions they return into lifecycle changes, logging each as a
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import simpy
 
@@ -55,10 +56,15 @@ class PoolSpec:
     migration_seconds_per_block: float
 
     @classmethod
-    def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig) -> "PoolSpec":
+    def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig,
+                engine_settings: Mapping[str, object] = MappingProxyType({})) -> "PoolSpec":
+        """``engine_settings``: what the policy needs on every engine (the bundle's), laid
+        over the pool's engine config and validated like it."""
         gpu = get_gpu(pool.gpu or cluster.gpu)
         model = get_model(pool.model or cluster.model)
         engine = pool.engine or cluster.engine
+        if engine_settings:
+            engine = EngineConfig.model_validate({**engine.model_dump(), **engine_settings})
         reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
         capacity = kv_capacity_blocks(
             model, gpu, pool.tp, engine.gpu_memory_utilization, engine.block_size, reserve
@@ -91,6 +97,7 @@ class Cluster:
         events: EventLog,
         queued_classes: frozenset[str] = frozenset(),
         evicting_pools: frozenset[str] = frozenset(),
+        engine_settings: Mapping[str, object] = MappingProxyType({}),
     ) -> None:
         self.env = env
         self.config = config
@@ -98,7 +105,8 @@ class Cluster:
         self._on_request_done = on_request_done
         self.events = events
         self.pools: dict[str, PoolSpec] = {
-            name: PoolSpec.resolve(name, pool, config) for name, pool in config.pools.items()
+            name: PoolSpec.resolve(name, pool, config, engine_settings)
+            for name, pool in config.pools.items()
         }
         self.instances: dict[str, list[Instance]] = {name: [] for name in self.pools}
         self.queues: dict[str, deque[Request]] = {name: deque() for name in self.pools}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 
 import simpy
 
@@ -40,6 +41,7 @@ class Simulation:
         progress: Callable[[float], None] | None = None,
         queued_classes: frozenset[str] = frozenset(),
         evicting_pools: frozenset[str] = frozenset(),
+        engine_settings: Mapping[str, object] = MappingProxyType({}),
     ) -> None:
         self.env = simpy.Environment()
         self.classes = dict(classes)
@@ -59,7 +61,7 @@ class Simulation:
         self._arrivals_done = False
         self._all_done = self.env.event()
         self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self.event_log,
-                               queued_classes, evicting_pools)
+                               queued_classes, evicting_pools, engine_settings)
         self._tokens_at_last_sample: dict[str, int] = {}
 
     # --- processes ------------------------------------------------------------------------

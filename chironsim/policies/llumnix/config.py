@@ -9,8 +9,11 @@ round-robin is ``dispatch: round_robin, migration: false``.
 Registered as ``policy: {kind: llumnix}`` (:mod:`.policy` builds it). The live-migration
 mechanism's own settings (mode, stages, ``last_stage_max_blocks``, bandwidth, how many moves an
 instance takes at a time) are the cluster's ``migration`` block, not here; ``max_migrations_*``
-below is what the pairing asks for. The engine's priority admission is ``engine.
-priority_scheduling``: Llumnix-base is ``priority_agnostic: true`` with it off.
+below is what the pairing asks for. ``priority_agnostic: true`` also makes every engine
+priority-agnostic (``engine.priority_scheduling`` off: FCFS admission, the latest arrival
+preempted first): the policy declares it (:meth:`LlumnixPolicyConfig.engine_needs`) and the
+cluster builds its engines so; an explicit ``engine.priority_scheduling: true`` beside it is
+a config error naming both keys.
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ class LlumnixPolicyConfig(ConfigModel):
 
     # --- priorities -----------------------------------------------------------------------
     priority_agnostic: bool = Field(
-        False, description="ignore priorities: no headroom anywhere and no low-priority-first "
-        "migration choice (Llumnix-base). The engine's own priority admission is an engine "
-        "setting, not this one")
+        False, description="ignore priorities: no headroom anywhere, no low-priority-first "
+        "migration choice, and priority-agnostic engines (FCFS admission, latest arrival "
+        "preempted first: engine.priority_scheduling off, set by the policy) (Llumnix-base)")
     headroom_blocks: dict[Priority, Blocks] = Field(
         default_factory=dict,
         description="KV blocks reserved per class priority on each instance running a request "
@@ -112,6 +115,14 @@ class LlumnixPolicyConfig(ConfigModel):
     def low_priority_first(self) -> bool:
         """Whether a migration source gives up its lowest-priority requests first."""
         return not self.priority_agnostic
+
+    def engine_needs(self) -> dict[str, tuple[object, str]]:
+        """Engine settings the policy needs on every engine, each with the policy key that
+        asks for it. Llumnix-base is priority-agnostic as a whole (``reference/README.md``,
+        Llumnix, Baselines), engines included, so ``priority_agnostic`` turns the engines'
+        ``priority_scheduling`` off; the bundle carries this to the cluster, and the scenario
+        check refuses an explicit engine setting that contradicts it."""
+        return {"priority_scheduling": (False, "priority_agnostic")} if self.priority_agnostic else {}
 
     def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """No pool or class names: the policy runs every pool on its own reports."""

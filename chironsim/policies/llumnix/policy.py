@@ -139,5 +139,7 @@ def build_llumnix(cfg: LlumnixPolicyConfig, rng: np.random.Generator) -> PolicyB
     if cfg.scaling:
         autoscalers.append(Scaler(cfg))
     router = RoundRobinRouter() if cfg.dispatch == "round_robin" else PollRouter(last)
-    return PolicyBundle(router=router, autoscalers=autoscalers, name=cfg.kind)
+    engine = {key: value for key, (value, _) in cfg.engine_needs().items()}
+    return PolicyBundle(router=router, autoscalers=autoscalers, name=cfg.kind,
+                        engine_settings=engine)
 
