@@ -523,3 +523,27 @@ def test_config_ticks_follow_what_runs():
 def test_config_rejects(bad):
     with pytest.raises(ValidationError):
         LlumnixPolicyConfig(**bad)
+
+
+def test_a_pool_with_no_ready_instance_grows_by_one_when_requests_wait_for_it():
+    """No ready instance, nothing to pool: queued work is demand no instance can take (the
+    formula's limit, (0 − 0 − allq) / Q ≤ 0), so add one; nothing queued, nothing to do."""
+    assert check([], queued=3) == (ScaleUp(-math.inf, 3), ScalingState())
+    assert check([]) == (None, ScalingState())
+    # the last instance draining: arrivals wait at the cluster, and the pool grows again
+    assert check([rep("old", state=DRAINING, running=3)], queued=1)[0] == ScaleUp(-math.inf, 1)
+    # a cold start under way is not doubled up; a pool capped at zero stays empty
+    assert check([rep("new", state=PROVISIONING)], queued=5) == (None, ScalingState())
+    assert check([], queued=5, max_instances=0) == (None, ScalingState())
+    # the sustained variant counts these checks like any other scale-up condition
+    decision, state = check([], queued=2, sustain=2)
+    assert decision is None and state == ScalingState(up_streak=1)
+    assert check([], state, queued=2, sustain=2)[0] == ScaleUp(-math.inf, 2)
+    # with a ready instance, the freeness decides as before (queued is 0 whenever one is
+    # ready: the routers place every arrival on a ready instance)
+    assert check(busy_pool(), queued=0) == check(busy_pool())
+
+
+def test_config_growable_pools_follow_the_scaler():
+    assert LlumnixPolicyConfig().growable_pools(["a", "b"]) == {"a", "b"}
+    assert LlumnixPolicyConfig(scaling=False).growable_pools(["a", "b"]) == set()

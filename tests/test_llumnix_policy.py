@@ -169,3 +169,23 @@ def test_priority_scheduling_true_beside_priority_agnostic_is_a_config_error(whe
     scenario["cluster"]["engine"]["priority_scheduling"] = False
     scenario["cluster"]["pools"]["default"].pop("engine", None)
     parse_config(scenario, "<test>", Path.cwd())
+
+
+def test_a_pool_that_starts_empty_grows_and_serves():
+    """instances: 0 is accepted with the scaler on (the feasibility check asks the policy's
+    growable_pools) and the first check adds an instance for the requests waiting; without
+    the scaler the same scenario is a config error, since nothing would ever serve them."""
+    scenario = yaml.safe_load(REGRESSION.read_text(encoding="utf-8"))["scenario"]
+    scenario["cluster"]["pools"]["default"].update(instances=0, min_instances=0)
+    config = parse_config(scenario, "<test>", Path.cwd())
+    result = runner.run(config)
+    assert (result.requests.status == "finished").all()
+    ups = result.events[result.events.kind == "scale_up"]
+    first = ups.iloc[0]
+    assert first.time == pytest.approx(10.0)  # the first scaling check
+    assert "no ready instance" in first.reason
+    assert len(result.instances) >= 1
+    off = copy.deepcopy(scenario)
+    off["policy"]["scaling"] = False
+    with pytest.raises(ConfigError, match="never adds instances"):
+        parse_config(off, "<test>", Path.cwd())

@@ -149,5 +149,5 @@ def capacity_problems(config: ScenarioConfig) -> list[Problem]:
                          f"class {cls!r} ({dotted(('workload', 'streams', i))}) would never be "
                          f"served: the pools that serve it ({', '.join(serving)}) start with 0 "
                          f"instances and {why}; give one at least 1 instance, or let an "
-                         "autoscaler (reactive, chiron) size it"))
+                         "autoscaler (reactive, chiron, llumnix with scaling) size it"))
     return problems

@@ -129,9 +129,10 @@ class LlumnixPolicyConfig(ConfigModel):
         return []
 
     def growable_pools(self, pools: Collection[str]) -> set[str]:
-        """None from zero: the scaler pools the freeness of ready instances, so an empty pool
-        has nothing to scale on (the released code likewise needs a reporting instance)."""
-        return set()
+        """Every pool while the scaler runs: a pool with no ready instance gets one as soon
+        as requests wait for it (:func:`.scaling.scaling_decision`), so it may start at zero;
+        none without the scaler."""
+        return set(pools) if self.scaling else set()
 
     def tick_intervals(self) -> dict[str, float]:
         """Controller periods by config key: the scenario bounds the ticks a run makes. Polls

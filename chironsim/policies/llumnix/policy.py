@@ -14,6 +14,8 @@ Three pieces share one :class:`LastPoll`:
 - :class:`Scaler`, every ``scaling_interval``: :func:`.scaling.scaling_decision` per pool, a
   ``ScaleTo`` one instance up or a ``Drain`` of the chosen instance, which the poller then
   empties by migration (with ``migration: false``, as INFaaS++, it finishes its work in place).
+  A pool with no ready instance grows by one when requests wait for it (the view's
+  ``queued``), so a pool may start at zero.
 """
 
 from __future__ import annotations
@@ -116,14 +118,17 @@ class Scaler:
                 reports, self.state.get(name, ScalingState()),
                 up_threshold=cfg.scale_up_threshold, down_threshold=cfg.scale_down_threshold,
                 sustain=cfg.scaling_sustain, headroom=cfg.scaling_headroom(),
-                min_instances=pool.min_instances, max_instances=pool.max_instances)
+                min_instances=pool.min_instances, max_instances=pool.max_instances,
+                queued=pool.queued)
             if decision is None:
                 continue
             if isinstance(decision, ScaleUp):
                 active = sum(1 for r in reports if r.state in (PROVISIONING, LOADING, READY))
+                reason = (f"no ready instance, {decision.queued} requests waiting"
+                          if decision.queued else f"pooled freeness {decision.freeness:.3g} < "
+                          f"{cfg.scale_up_threshold:g}")
                 actions.append(ScaleTo(name, max(pool.min_instances, min(active + 1, pool.max_instances)),
-                                       reason=f"pooled freeness {decision.freeness:.3g} < "
-                                       f"{cfg.scale_up_threshold:g}"))
+                                       reason=reason))
             else:
                 actions.append(Drain(decision.instance_id,
                                      reason=f"pooled freeness without it {decision.freeness:.3g}"

@@ -20,6 +20,15 @@ taken while an instance is provisioning or loading, so a cold start is never dou
 drain at a time: no scale-down while an instance is still draining, so the next decision reads
 a freeness that already includes the first drain's requests (ours).
 
+With no ready instance there is no freeness to pool (an empty pool, or its last instance
+draining), and requests that arrive wait at the cluster for the pool. Then: add one instance
+when any wait (``queued``, the pool's cluster-level queue), nothing otherwise. This is the
+formula's own limit: a pooled instance with no blocks and ``Q > 0`` queued requests has
+``F = (0 − 0 − allq) / Q ≤ 0``, below any scale-up threshold, and the code's rule adds one
+instance per check; with nothing queued it is ``+∞`` (no request), so an idle empty pool stays
+empty. Without this rule a pool that starts at zero, or that the scaler drained to zero
+(``min_instances: 0``), could never grow again.
+
 The paper scales on the normal priority's freeness "for a period" and publishes no thresholds;
 both are options: ``sustain`` consecutive checks with the condition held (1 = the code's
 immediate rule), and the headroom passed in (none = normal-priority freeness, see
@@ -34,7 +43,7 @@ from dataclasses import dataclass
 
 from chironsim.contract.load import LoadReport
 from chironsim.contract.states import LOADING, PROVISIONING, READY
-from chironsim.policies.llumnix.freeness import NO_HEADROOM, pooled_dispatch_freeness
+from chironsim.policies.llumnix.freeness import INF, NO_HEADROOM, pooled_dispatch_freeness
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,11 @@ class ScalingState:
 
 @dataclass(frozen=True, slots=True)
 class ScaleUp:
-    """Add one instance; ``freeness`` is the pooled freeness that asked for it."""
+    """Add one instance; ``freeness`` is the pooled freeness that asked for it, or, when
+    no instance was ready to measure it on, ``-inf`` with the ``queued`` requests waiting."""
 
     freeness: float
+    queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +76,24 @@ def scaling_decision(reports: Sequence[LoadReport], state: ScalingState, *,
                      up_threshold: float, down_threshold: float, sustain: int = 1,
                      headroom: Mapping[int, int] = NO_HEADROOM,
                      min_instances: int = 0, max_instances: int | None = None,
+                     queued: int = 0,
                      ) -> tuple[ScaleUp | ScaleDown | None, ScalingState]:
     """One scaling check over one pool's reports; returns the decision (or ``None``) and the
-    state for the next check. Pure: reads only its arguments."""
+    state for the next check. ``queued``: requests waiting at the cluster for the pool (no
+    instance could take them), what an empty pool scales on. Pure: reads only its
+    arguments."""
     if sustain < 1:
         raise ValueError(f"sustain must be at least 1 check, got {sustain}")
     if any(r.state in (PROVISIONING, LOADING) for r in reports):
         return None, ScalingState()
     live = [r for r in reports if r.state == READY]
     if not live:
-        return None, ScalingState()
+        if queued == 0 or (max_instances is not None and max_instances <= 0):
+            return None, ScalingState()
+        streak = state.up_streak + 1
+        if streak >= sustain:
+            return ScaleUp(-INF, queued), ScalingState()
+        return None, ScalingState(up_streak=streak)
     pooled = pooled_dispatch_freeness(live, headroom)
     if pooled < up_threshold:
         streak = state.up_streak + 1
