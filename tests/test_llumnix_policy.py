@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.errors import ConfigError
 from chironsim.experiments import runner
 from chironsim.experiments.config import parse_config
@@ -189,3 +190,28 @@ def test_a_pool_that_starts_empty_grows_and_serves():
     off["policy"]["scaling"] = False
     with pytest.raises(ConfigError, match="never adds instances"):
         parse_config(off, "<test>", Path.cwd())
+
+
+def test_a_load_view_counts_instances_by_state_like_a_full_view():
+    """A poller's view carries load reports and no instance views; PoolView.count and
+    .active read the reports' states there (they used to say 0 active in every load view)."""
+    scenario = yaml.safe_load(REGRESSION.read_text(encoding="utf-8"))["scenario"]
+    config = parse_config(scenario, "<test>", Path.cwd())
+    sim, _ = runner.build_simulation(config, Path.cwd())
+    for scaler in sim.autoscalers:
+        sim.env.process(sim._ticker(scaler))
+    sim.env.process(sim._arrivals())
+    states = (PROVISIONING, LOADING, READY, DRAINING)
+    seen = set()
+    for t in range(0, 200, 2):
+        sim.env.run(until=float(t) + 0.5)
+        full, load = sim.cluster.view(), sim.cluster.load_view()
+        for name, pool in full.pools.items():
+            polled = load.pools[name]
+            assert not polled.instances and len(polled.load) == len(pool.instances)
+            assert polled.active == pool.active > 0
+            for state in states:
+                assert polled.count(state) == pool.count(state), (t, state)
+                if pool.count(state):
+                    seen.add(state)
+    assert {PROVISIONING, READY} <= seen  # the run scaled up: some instances were starting

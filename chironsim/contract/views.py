@@ -85,11 +85,16 @@ class PoolView:
     load: tuple[LoadReport, ...] = ()
 
     def count(self, *states: str) -> int:
-        return sum(1 for inst in self.instances if inst.state in states)
+        """Instances in any of ``states``. A poller's view carries load reports and no
+        instance views; each report has its instance's state, so it counts those (a view
+        with both counts the instance views, which describe the same instances)."""
+        members = self.instances if self.instances or not self.load else self.load
+        return sum(1 for inst in members if inst.state in states)
 
     @property
     def active(self) -> int:
-        """Instances that are or will become ready (provisioning, loading, ready)."""
+        """Instances that are or will become ready (provisioning, loading, ready), in a
+        full view or a poller's."""
         return self.count(PROVISIONING, LOADING, READY)
 
 

@@ -26,7 +26,6 @@ import numpy as np
 
 from chironsim.contract.actions import Action, Drain, Migrate, ScaleTo
 from chironsim.contract.load import LoadReport
-from chironsim.contract.states import LOADING, PROVISIONING, READY
 from chironsim.contract.views import ClusterView, InstanceView, RequestView
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.llumnix.config import LlumnixPolicyConfig
@@ -123,7 +122,7 @@ class Scaler:
             if decision is None:
                 continue
             if isinstance(decision, ScaleUp):
-                active = sum(1 for r in reports if r.state in (PROVISIONING, LOADING, READY))
+                active = pool.active
                 reason = (f"no ready instance, {decision.queued} requests waiting"
                           if decision.queued else f"pooled freeness {decision.freeness:.3g} < "
                           f"{cfg.scale_up_threshold:g}")
