@@ -215,3 +215,26 @@ def test_a_load_view_counts_instances_by_state_like_a_full_view():
                 if pool.count(state):
                     seen.add(state)
     assert {PROVISIONING, READY} <= seen  # the run scaled up: some instances were starting
+
+
+def test_policy_migration_limits_are_bounded_by_the_mechanism():
+    """cluster.migration.max_out/max_in are what can happen; the pairing's own limits may be
+    lower, never higher (a config error naming both keys), and do not matter without
+    migration."""
+    scenario = yaml.safe_load(REGRESSION.read_text(encoding="utf-8"))["scenario"]
+    for key, cluster_key in (("max_migrations_out", "max_out"), ("max_migrations_in", "max_in")):
+        over = copy.deepcopy(scenario)
+        over["policy"][key] = 2
+        with pytest.raises(ConfigError) as err:
+            parse_config(over, "<test>", Path.cwd())
+        message = str(err.value)
+        assert f"policy.{key}" in message and f"cluster.migration.{cluster_key}: 1" in message
+        raised = copy.deepcopy(over)
+        raised["cluster"]["migration"] = {cluster_key: 2}
+        parse_config(raised, "<test>", Path.cwd())
+        lower = copy.deepcopy(scenario)
+        lower["cluster"]["migration"] = {cluster_key: 4}
+        parse_config(lower, "<test>", Path.cwd())  # the policy may ask for fewer
+        off = copy.deepcopy(over)
+        off["policy"]["migration"] = False
+        parse_config(off, "<test>", Path.cwd())

@@ -111,7 +111,27 @@ def cross_reference_problems(config: ScenarioConfig) -> list[tuple[KeyPath, str]
         for cls in pool.classes or []:
             if cls not in config.classes:
                 problems.append((("cluster", "pools", name, "classes"), unknown_class(cls)))
-    return problems + engine_contradictions(config)
+    return problems + engine_contradictions(config) + cluster_bound_problems(config)
+
+
+def cluster_bound_problems(config: ScenarioConfig) -> list[tuple[KeyPath, str]]:
+    """Policy settings above the cluster mechanism's limit that bounds them (the policy
+    config's ``cluster_bounds``, e.g. llumnix's migrations at a time). The mechanism's value
+    is the one source of what can happen; the policy's may only be lower."""
+    bounds = getattr(config.policy, "cluster_bounds", None)  # a policy registered elsewhere
+    problems: list[tuple[KeyPath, str]] = []
+    for policy_key, cluster_path, what in bounds() if bounds is not None else ():
+        asked = getattr(config.policy, policy_key)
+        limit: Any = config.cluster
+        for part in cluster_path:
+            limit = getattr(limit, part)
+        if asked > limit:
+            cluster_key = dotted(("cluster", *cluster_path))
+            problems.append((("policy", policy_key), (
+                f"{asked} exceeds {cluster_key}: {limit}, the most {what}; the policy would "
+                f"ask for moves the mechanism refuses. Lower policy.{policy_key} or raise "
+                f"{cluster_key}")))
+    return problems
 
 
 def engine_contradictions(config: ScenarioConfig) -> list[tuple[KeyPath, str]]:

@@ -9,7 +9,8 @@ round-robin is ``dispatch: round_robin, migration: false``.
 Registered as ``policy: {kind: llumnix}`` (:mod:`.policy` builds it). The live-migration
 mechanism's own settings (mode, stages, ``last_stage_max_blocks``, bandwidth, how many moves an
 instance takes at a time) are the cluster's ``migration`` block, not here; ``max_migrations_*``
-below is what the pairing asks for. ``priority_agnostic: true`` also makes every engine
+below is what the pairing asks for, at most what the mechanism runs (``cluster.migration.
+max_out`` / ``max_in``; more is a config error, see :meth:`LlumnixPolicyConfig.cluster_bounds`). ``priority_agnostic: true`` also makes every engine
 priority-agnostic (``engine.priority_scheduling`` off: FCFS admission, the latest arrival
 preempted first): the policy declares it (:meth:`LlumnixPolicyConfig.engine_needs`) and the
 cluster builds its engines so; an explicit ``engine.priority_scheduling: true`` beside it is
@@ -63,9 +64,11 @@ class LlumnixPolicyConfig(ConfigModel):
         "last_running", description="request a source gives up: 'last_running' (37d8e5ea "
         "LCFS, the version closest to the paper) or 'shortest_running' (v0.1.0 SR)")
     max_migrations_out: Migrations = Field(
-        1, description="migrations out of one instance at a time (37d8e5ea: one per instance)")
+        1, description="migrations out of one instance at a time that the pairing asks for "
+        "(37d8e5ea: one per instance); at most cluster.migration.max_out")
     max_migrations_in: Migrations = Field(
-        1, description="migrations into one instance at a time (37d8e5ea: one per instance)")
+        1, description="migrations into one instance at a time that the pairing asks for "
+        "(37d8e5ea: one per instance); at most cluster.migration.max_in")
 
     # --- priorities -----------------------------------------------------------------------
     priority_agnostic: bool = Field(
@@ -123,6 +126,19 @@ class LlumnixPolicyConfig(ConfigModel):
         ``priority_scheduling`` off; the bundle carries this to the cluster, and the scenario
         check refuses an explicit engine setting that contradicts it."""
         return {"priority_scheduling": (False, "priority_agnostic")} if self.priority_agnostic else {}
+
+    def cluster_bounds(self) -> list[tuple[str, tuple[str, ...], str]]:
+        """Policy settings the cluster's mechanisms bound: (policy key, cluster key path,
+        what the cluster value limits). The mechanism's limit is what can happen (a move
+        past it is refused as 'source busy' or 'destination busy'); the pairing may ask for
+        fewer moves at a time, never more: a pair it cannot start would hold a destination
+        idle for a poll. None while migration is off (the pairing does not run)."""
+        if not self.migration:
+            return []
+        return [("max_migrations_out", ("migration", "max_out"),
+                 "migrations out of one instance the mechanism runs at a time"),
+                ("max_migrations_in", ("migration", "max_in"),
+                 "migrations into one instance the mechanism runs at a time")]
 
     def references(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """No pool or class names: the policy runs every pool on its own reports."""
