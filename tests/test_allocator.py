@@ -21,13 +21,15 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.owned: dict[int, int] = {}
         self.reserved: dict[int, int] = {}
         self.swapped: dict[int, int] = {}
+        self.capacity = 64
+        self.watermark = 4
 
     def _free(self) -> int:
-        return 64 - sum(self.owned.values()) - sum(self.reserved.values())
+        return self.capacity - sum(self.owned.values()) - sum(self.reserved.values())
 
     @rule(owner=OWNERS, blocks=st.integers(0, 20))
     def allocate(self, owner: int, blocks: int) -> None:
-        if self._free() - blocks >= 4:
+        if self._free() - blocks >= self.watermark:
             self.alloc.allocate(owner, blocks)
             if blocks:
                 self.owned[owner] = self.owned.get(owner, 0) + blocks
@@ -79,7 +81,7 @@ class AllocatorMachine(RuleBasedStateMachine):
     def swap_in(self, data: st.DataObject) -> None:
         owner = data.draw(st.sampled_from(sorted(self.swapped)))
         blocks = self.swapped[owner]
-        if self._free() - blocks >= 4:
+        if self._free() - blocks >= self.watermark:
             assert self.alloc.swap_in(owner) == blocks
             del self.swapped[owner]
             self.owned[owner] = self.owned.get(owner, 0) + blocks
@@ -113,11 +115,24 @@ class AllocatorMachine(RuleBasedStateMachine):
         else:
             assert self.alloc.cancel_reservation(owner) == blocks
 
+    @rule(capacity=st.integers(0, 160), watermark=st.one_of(st.none(), st.integers(0, 10)))
+    def resize(self, capacity: int, watermark: int | None) -> None:
+        """A fused group's drop grows the capacity, its restore shrinks it back."""
+        used = sum(self.owned.values()) + sum(self.reserved.values())
+        if capacity >= used:
+            assert self.alloc.resize(capacity, watermark) == capacity - self.capacity
+            self.capacity = capacity
+            self.watermark = min(self.watermark if watermark is None else watermark, capacity)
+        else:
+            with pytest.raises(AllocationError):
+                self.alloc.resize(capacity, watermark)
+
     @invariant()
     def balances(self) -> None:
         self.alloc.check_invariants()
         assert 0 <= self.alloc.free_blocks <= self.alloc.capacity
         assert self.alloc.free_blocks == self._free()
+        assert self.alloc.capacity == self.capacity and self.alloc.watermark == self.watermark
         for owner in range(8):
             assert self.alloc.owned(owner) == self.owned.get(owner, 0)
             assert self.alloc.reserved(owner) == self.reserved.get(owner, 0)
@@ -135,3 +150,17 @@ def test_invariant_check_detects_corruption() -> None:
     alloc.free_blocks += 1  # simulate a leak
     with pytest.raises(AllocationError):
         alloc.check_invariants()
+
+
+def test_resize_keeps_every_owner_and_refuses_to_drop_used_blocks() -> None:
+    alloc = KVBlockAllocator(capacity=10, watermark=1)
+    alloc.allocate("a", 4)
+    alloc.reserve("m", 2)
+    assert alloc.resize(25) == 15
+    assert (alloc.capacity, alloc.free_blocks, alloc.owned("a"), alloc.reserved("m")) == (25, 19, 4, 2)
+    with pytest.raises(AllocationError):
+        alloc.resize(5)  # 6 blocks in use
+    assert (alloc.capacity, alloc.free_blocks) == (25, 19)  # unchanged by the refusal
+    assert alloc.resize(6, watermark=0) == -19
+    assert alloc.free_blocks == 0 and alloc.watermark == 0
+    alloc.check_invariants()

@@ -141,6 +141,27 @@ class KVBlockAllocator:
         self.free_blocks += blocks
         return blocks
 
+    # --- runtime resize (a fused group's drop and restore) ----------------------------------
+    def resize(self, capacity: int, watermark: int | None = None) -> int:
+        """Change the GPU capacity at runtime; returns the change in free blocks.
+
+        Only free blocks appear or disappear: every owned and reserved block keeps its owner,
+        so a resize never loses or double-counts one. Shrinking below the blocks in use
+        (owned + reserved) is refused, leaving the allocator unchanged. ``watermark`` (blocks)
+        replaces the old one, else the old one is kept, capped at the new capacity. Host
+        memory is untouched.
+        """
+        if capacity < 0 or (watermark is not None and watermark < 0):
+            raise AllocationError(f"cannot resize to capacity {capacity}, watermark {watermark}")
+        used = self.capacity - self.free_blocks
+        if capacity < used:
+            raise AllocationError(f"cannot resize to {capacity} blocks: {used} are in use")
+        delta = capacity - self.capacity
+        self.capacity = capacity
+        self.free_blocks += delta
+        self.watermark = min(self.watermark if watermark is None else watermark, capacity)
+        return delta
+
     # --- checks ------------------------------------------------------------------------------
     def check_invariants(self) -> None:
         """Raise AllocationError unless every block is free or held exactly once."""
