@@ -2,24 +2,23 @@
 
     .venv/bin/python experiments/llumnix/run.py --stage l1      # migration micro-benchmark (~15 s)
     .venv/bin/python experiments/llumnix/run.py --stage mixes   # Table 1 length mixes (~5 s)
+    .venv/bin/python experiments/llumnix/run.py --stage l2scan --stage l2 --stage l3 --stage l4 --stage l4steep --stage figures  # ~17 min on 2 cores
     .venv/bin/python experiments/llumnix/run.py                 # every stage above
     .venv/bin/python experiments/llumnix/tables.py              # print the tables from the CSVs
 
 Outputs: small CSVs beside this file (``l1.csv``, ``mixes.csv``) and PNGs in ``figures/``.
 Why each choice was made: REPORT.md.
 
-Stages still to be added, once the Llumnix policy is registered (``policy: {kind: llumnix}``)
-and can be run: L2 (serving: 16 × LLaMA-7B and 4 × LLaMA-30B on A10, the mixes of
-``mixes.py``, Poisson and Gamma arrivals, round-robin / INFaaS++-like / Llumnix-base /
-Llumnix), L3 (priorities: headroom sweep), L4 (scaling vs INFaaS++ with the reactive
-autoscaler, cold-start sweep). Each becomes one function in ``STAGES``; none is listed until
-it runs.
+L2-L4 (``serving.py``): 16 × LLaMA-7B-shaped instances on A10, three mixes, the four
+policies, 3 seeds; raw timeseries of L4's figure go to ``results/`` (git-ignored). LLaMA-30B
+is not run (REPORT.md says what was and was not).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import l1  # noqa: E402
 import mixes  # noqa: E402
+import serving  # noqa: E402
 
 #: Requests drawn per mix to measure its sample means (the paper's runs have 10k; more here so
 #: that the measured mean says something about the distribution, not one run's luck).
@@ -126,14 +126,207 @@ def _describe(spec: dict, cap: int | None) -> str:
     return text + (f", clip {cap}" if cap is not None else "")
 
 
-STAGES: dict[str, Callable[[], pd.DataFrame]] = {"l1": stage_l1, "mixes": stage_mixes}
+# --- L2-L4: many independent runs, in a process pool -------------------------------------
+
+RESULTS = HERE / "results"  # git-ignored: timeseries of the runs the figures draw over time
+WORKERS = 2
+
+
+def _point(job: tuple[dict, dict, str | None]) -> dict:
+    tags, cfg, keep = job
+    return serving.run_point(tags, cfg, Path(keep) if keep else None)
+
+
+def run_jobs(jobs: list[tuple[dict, dict, str | None]], csv: Path, workers: int | None = None) -> pd.DataFrame:
+    """Run every (tags, config, timeseries path) job, ``workers`` at a time, and write their
+    rows to ``csv`` (rows are written as they finish, so a killed stage keeps what it did)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = workers or WORKERS
+    rows = []
+    started = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        futures = {pool.submit(_point, job): job for job in jobs}
+        for i, future in enumerate(as_completed(futures), 1):
+            row = future.result()
+            rows.append(row)
+            if i % 10 == 0 or i == len(jobs):
+                pd.DataFrame(rows).to_csv(csv, index=False, float_format="%.6g")
+                print(f"  {i}/{len(jobs)} runs, {time.perf_counter() - started:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    table.to_csv(csv, index=False, float_format="%.6g")
+    return table
+
+
+#: L2's rate scan (one seed): where INFaaS++'s P99 TTFT starts to grow, per mix.
+L2_MIXES = ("sharegpt", "burstgpt", "L-L")
+SCAN_RATES = (8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0)
+SCAN_POLICIES = ("infaas++", "llumnix")
+
+
+def l2scan_jobs(mixes_=L2_MIXES, rates=SCAN_RATES, num_requests=serving.NUM_REQUESTS):
+    return [({"mix": m, "policy": p, "rate": r, "cv": 1.0, "seed": 1},
+             serving.l2_scenario(m, p, r, None, 1, num_requests=num_requests), None)
+            for m in mixes_ for r in rates for p in SCAN_POLICIES]
+
+
+def stage_l2scan() -> pd.DataFrame:
+    return run_jobs(l2scan_jobs(), HERE / "l2_scan.csv")
+
+
+#: L2's main grid, per mix: the rates (req/s) chosen from the scan (REPORT.md) and the
+#: arrival CVs (1 = Poisson). Set from l2_scan.csv: the knee is the highest scanned rate
+#: before INFaaS++'s P99 TTFT leaves its flat low-load level.
+L2_RATES: dict[str, tuple[float, ...]] = {"sharegpt": (14.0,), "burstgpt": (16.0,), "L-L": (10.0,)}
+L2_CVS = (1.0, 2.0, 4.0)
+#: One step past the knee, Poisson only (where INFaaS++ already queues).
+L2_POISSON_PAST_KNEE: dict[str, float] = {"sharegpt": 15.0, "burstgpt": 17.0, "L-L": 11.0}
+L2_POLICIES = tuple(serving.POLICIES)
+
+
+def l2_jobs(rates=None, cvs=L2_CVS, seeds=serving.SEEDS, num_requests=serving.NUM_REQUESTS,
+            past_knee=None):
+    if rates is None:
+        rates, past_knee = L2_RATES, L2_POISSON_PAST_KNEE
+    points = [(m, r, cv) for m, rs in rates.items() for r in rs for cv in cvs]
+    points += [(m, r, 1.0) for m, r in (past_knee or {}).items()]
+    jobs = []
+    for m, r, cv in points:
+        for p in L2_POLICIES:
+            for seed in seeds:
+                jobs.append(({"mix": m, "policy": p, "rate": r, "cv": cv, "seed": seed},
+                             serving.l2_scenario(m, p, r, cv, seed, num_requests=num_requests), None))
+    return jobs
+
+
+def stage_l2() -> pd.DataFrame:
+    return run_jobs(l2_jobs(), HERE / "l2.csv")
+
+
+#: L3: one mix at its L2 knee rate, Poisson and Gamma; Llumnix-base against Llumnix with the
+#: high priority's headroom (blocks per instance; 0 = engine priority scheduling alone).
+L3_MIX = "sharegpt"
+L3_CVS = (1.0, 4.0)
+L3_HEADROOMS = (0, 64, 256, 1024)
+
+
+def l3_jobs(rate=None, cvs=L3_CVS, headrooms=L3_HEADROOMS, seeds=serving.SEEDS,
+            num_requests=serving.NUM_REQUESTS, mix=L3_MIX):
+    rate = rate if rate is not None else L2_RATES[mix][0]
+    points = [("llumnix-base", 0)] + [("llumnix", h) for h in headrooms]
+    return [({"mix": mix, "policy": p, "headroom": h, "rate": rate, "cv": cv, "seed": seed},
+             serving.l3_scenario(mix, p, h, rate, cv, seed, num_requests=num_requests), None)
+            for cv in cvs for p, h in points for seed in seeds]
+
+
+def stage_l3() -> pd.DataFrame:
+    return run_jobs(l3_jobs(), HERE / "l3.csv")
+
+
+#: L4: the step load of ``serving.STEP_RATES``; each policy's knob swept to trace cost against
+#: P99 TTFT (scale-up freeness for the Llumnix scaler, KV-utilisation target for the reactive
+#: one) at the default provisioning time, then the cold-start sweep at each default knob.
+L4_MIX = "sharegpt"
+L4_KNOBS = {"llumnix": (5.0, 10.0, 20.0), "infaas++": (5.0, 10.0, 20.0),
+            "infaas+reactive": (0.5, 0.7, 0.85)}
+L4_DEFAULT_KNOB = {"llumnix": 10.0, "infaas++": 10.0, "infaas+reactive": 0.7}
+L4_PROVISION = 30.0
+L4_COLD_SWEEP = (0.0, 120.0)
+
+
+def l4_jobs(knobs=None, cold=L4_COLD_SWEEP, seeds=serving.SEEDS, mix=L4_MIX, **scenario_kw):
+    knobs = knobs or L4_KNOBS
+    points = [(p, k, L4_PROVISION) for p, ks in knobs.items() for k in ks]
+    points += [(p, L4_DEFAULT_KNOB[p], c) for p in knobs for c in cold]
+    jobs = []
+    for p, k, c in points:
+        for seed in seeds:
+            keep = (str(RESULTS / f"l4_{p}_k{k:g}_p{c:g}_s{seed}.parquet")
+                    if seed == seeds[0] and k == L4_DEFAULT_KNOB[p] else None)
+            jobs.append(({"mix": mix, "policy": p, "knob": k, "provision_s": c, "seed": seed},
+                         serving.l4_scenario(mix, p, k, c, seed, **scenario_kw), keep))
+    return jobs
+
+
+def stage_l4() -> pd.DataFrame:
+    return run_jobs(l4_jobs(), HERE / "l4.csv")
+
+
+def stage_l4steep() -> pd.DataFrame:
+    """The same grid under the steeper step (peak 9 req/s), the first one run."""
+    jobs = [(t, c, None) for t, c, _k in l4_jobs(rates=serving.STEP_RATES_STEEP)]
+    return run_jobs(jobs, HERE / "l4_steep.csv")
+
+
+def stage_figures() -> pd.DataFrame:
+    """The L2-L4 figures, from the CSVs (and L4's kept timeseries)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURES.mkdir(exist_ok=True)
+    scan = pd.read_csv(HERE / "l2_scan.csv")
+    fig, axes = plt.subplots(1, scan["mix"].nunique(), figsize=(12, 3.6))
+    for ax, (mix, part) in zip(axes, scan.groupby("mix", sort=False)):
+        for policy, g in part.groupby("policy"):
+            g = g.sort_values("rate")
+            ax.plot(g.rate, g.ttft_p99, "o-", label=policy)
+        ax.set_yscale("log")
+        ax.set_title(f"{mix} (Poisson, seed 1)")
+        ax.set_xlabel("rate (req/s)")
+        ax.set_ylabel("P99 TTFT (s)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "l2_scan.png", dpi=110)
+    plt.close(fig)
+
+    l2 = pd.read_csv(HERE / "l2.csv")
+    l2 = l2[l2.rate.isin([r for rs in L2_RATES.values() for r in rs])]
+    fig, axes = plt.subplots(1, l2["mix"].nunique(), figsize=(12, 3.6))
+    for ax, (mix, part) in zip(axes, l2.groupby("mix", sort=False)):
+        means = part.groupby(["cv", "policy"]).ttft_p99.mean().unstack()
+        means = means[[p for p in L2_POLICIES if p in means.columns]]
+        means.plot.bar(ax=ax, logy=True, rot=0)
+        ax.set_title(f"{mix}, {part.rate.iloc[0]:g} req/s")
+        ax.set_xlabel("arrival CV (1 = Poisson)")
+        ax.set_ylabel("P99 TTFT (s), mean of 3 seeds")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "l2_ttft_cv.png", dpi=110)
+    plt.close(fig)
+
+    kept = sorted(RESULTS.glob("l4_*_p30_s1.parquet"))
+    if kept:
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        for path in kept:
+            ts = pd.read_parquet(path)
+            ax.step(ts.time, ts.ready + ts.draining, where="post", label=path.stem[3:].rsplit("_p30", 1)[0])
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("instances (ready + draining)")
+        ax.set_title("L4: instances under the step load (seed 1, provisioning 30 s)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(FIGURES / "l4_instances.png", dpi=110)
+        plt.close(fig)
+    return pd.DataFrame()
+
+
+STAGES: dict[str, Callable[[], pd.DataFrame]] = {"l1": stage_l1, "mixes": stage_mixes,
+                                                  "l2scan": stage_l2scan, "l2": stage_l2,
+                                                  "l3": stage_l3, "l4": stage_l4,
+                                                  "l4steep": stage_l4steep,
+                                                  "figures": stage_figures}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", choices=sorted(STAGES), action="append",
                         help="stage to run (repeatable); default: all")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    global WORKERS
+    WORKERS = args.workers
     for name in args.stage or list(STAGES):
         print(f"stage {name}", flush=True)
         STAGES[name]()
