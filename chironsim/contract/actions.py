@@ -170,3 +170,41 @@ def _state_of(instance_id: str, view: ClusterView) -> str | None:
             if report.instance_id == instance_id:
                 return report.state
     return None
+
+
+@action_type
+@dataclass(frozen=True, slots=True)
+class DropParameters:
+    """Fuse ``instances`` (2 or more ready instances of one pool, none in a group) into one
+    pipelined group (KunServe's parameter drop; :mod:`chironsim.sim.mechanisms.fusion`). The
+    first instance leads: it takes the group's requests and KV; the others become ``fused``."""
+
+    instances: tuple[str, ...]
+    reason: str = ""
+
+    def problem(self, view: ClusterView) -> str | None:
+        if not isinstance(self.instances, tuple) or len(self.instances) < 2:
+            return f"{self!r} names fewer than 2 instances"
+        if len(set(self.instances)) != len(self.instances):
+            return f"{self!r} names an instance twice"
+        ids = _instance_ids(view)
+        for instance_id in self.instances:
+            if instance_id not in ids:
+                return f"{self!r} names no instance {instance_id!r} in the view"
+            state = _state_of(instance_id, view)
+            if state is not None and state != READY:
+                return f"{self!r} fuses {instance_id!r}, which is {state}, not ready"
+        return None
+
+
+@action_type
+@dataclass(frozen=True, slots=True)
+class RestoreParameters:
+    """Reload the dropped layers of the fused group led by ``group`` and split it back into
+    independent instances once its pipelined requests are converted."""
+
+    group: str
+    reason: str = ""
+
+    def problem(self, view: ClusterView) -> str | None:
+        return _names_instance(self, self.group, view)

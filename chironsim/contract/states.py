@@ -11,4 +11,7 @@ LOADING = "loading"
 READY = "ready"
 DRAINING = "draining"
 STOPPED = "stopped"
-LIFECYCLE_STATES = (PROVISIONING, LOADING, READY, DRAINING, STOPPED)
+#: A follower of a fused group (KunServe's parameter drop): it holds its share of the group's
+#: layers and KV, is billed, and takes no request of its own (the group's leader does).
+FUSED = "fused"
+LIFECYCLE_STATES = (PROVISIONING, LOADING, READY, DRAINING, STOPPED, FUSED)

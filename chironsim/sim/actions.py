@@ -52,7 +52,7 @@ def _scale_to(cluster: "Cluster", action: ScaleTo) -> None:
 @applies(Drain)
 def _drain(cluster: "Cluster", action: Drain) -> None:
     inst = cluster.instance(action.instance_id)
-    if inst is not None and inst.state != STOPPED:
+    if inst is not None and inst.state != STOPPED and not cluster.fusion.holds(inst):
         cluster.events.emit(SCALE_DOWN, inst.pool, inst.instance_id, -1, action.reason, "drain")
         inst.drain()
 

@@ -15,6 +15,8 @@ import simpy
 
 from chironsim.catalog import GPU, Model, get_gpu, get_model
 from chironsim.metrics.records import InstanceRecord
+from chironsim.perf.drop import fused_kv_capacity_blocks
+from chironsim.perf.exchange import restore_seconds
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
@@ -31,6 +33,7 @@ from chironsim.sim.events import (
 from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
 from chironsim.sim.mechanisms.eviction import PriorityEviction
+from chironsim.sim.mechanisms.fusion import FusionCoordinator, comm_of, pipelined_iteration_time, same_node
 from chironsim.sim.mechanisms.migration import MigrationCoordinator
 from chironsim.sim.request import Request
 from chironsim.sim.weight_store import WeightStore
@@ -54,6 +57,7 @@ class PoolSpec:
     swap_seconds_per_block: float
     remote_seconds_per_block: float
     migration_seconds_per_block: float
+    timer: IterationTimeModel | None = None  # the roofline behind iteration_time
 
     @classmethod
     def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig,
@@ -76,7 +80,7 @@ class PoolSpec:
         remote_bw = min(cluster.kv_transfer_gbps * 1e9, gpu.host_link_bytes_per_s * pool.tp)
         return cls(
             name=name, config=pool, gpu=gpu, model=model, tp=pool.tp, engine=engine,
-            iteration_time=perf.iteration_time, kv_capacity_blocks=capacity,
+            iteration_time=perf.iteration_time, timer=perf, kv_capacity_blocks=capacity,
             host_capacity_blocks=host_blocks,
             swap_seconds_per_block=swap_time(1, block_bytes, gpu, pool.tp),
             remote_seconds_per_block=block_bytes / remote_bw,
@@ -129,6 +133,9 @@ class Cluster:
             env, events, config.migration,
             seconds_per_block=lambda inst: self.pools[inst.pool].migration_seconds_per_block,
             compatible=lambda a, b: self.pools[a.pool].model == self.pools[b.pool].model)
+        self.fusion = FusionCoordinator(
+            env, events, fused_blocks=self._fused_blocks, pipelined_time=self._pipelined_time,
+            restore_seconds=self._restore_seconds, place=self.submit)
         self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
         self.backlog = 0  # requests in global queues; instances ask for refills while > 0
         self.held = 0  # requests in pool queues (nothing ready, or the router declined)
@@ -156,6 +163,24 @@ class Cluster:
         self.instances[pool].append(inst)
         self._by_id[instance_id] = inst
         return inst
+
+    # --- fused groups (KunServe's parameter drop, .mechanisms.fusion) ------------------------
+    def _fused_blocks(self, leader: Instance, group_size: int) -> int:
+        spec = self.pools[leader.pool]
+        engine = spec.engine
+        reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
+        return fused_kv_capacity_blocks(spec.model, spec.gpu, spec.tp, group_size,
+                                        engine.gpu_memory_utilization, engine.block_size, reserve)
+
+    def _pipelined_time(self, leader: Instance, group_size: int) -> Callable:
+        spec = self.pools[leader.pool]
+        return pipelined_iteration_time(spec.timer, comm_of(spec.timer), group_size,
+                                        same_node(spec.gpu.gpus_per_node, spec.tp, group_size))
+
+    def _restore_seconds(self, leader: Instance, group_size: int) -> float:
+        spec = self.pools[leader.pool]
+        return float(restore_seconds(comm_of(spec.timer), spec.model, spec.tp, group_size,
+                                     same_node(spec.gpu.gpus_per_node, spec.tp, group_size)))
 
     def _cold_start(self, inst: Instance) -> simpy.events.Process:
         def lifecycle():
@@ -376,6 +401,8 @@ class Cluster:
             # Cancel cold starts first (cheapest), then drain the least loaded ready instances.
             order = sorted(active, key=lambda i: (i.state == READY, i.held_count,
                                                   -i.provision_time))
+            if self.fusion.groups:  # a fused group's members leave it only by restore
+                order = [i for i in order if not self.fusion.holds(i)]
             for inst in order[: len(active) - target]:
                 self.events.emit(SCALE_DOWN, pool, inst.instance_id, -1, reason,
                                  f"{len(active)}->{target}")
@@ -391,6 +418,7 @@ class Cluster:
             held.extend(queue.drain())
         self.backlog = 0
         held.extend(self.migrations.in_transfer.values())  # stopped, their copy under way
+        held.extend(self.fusion.held_requests())  # between a drop's park and its fuse
         for inst in self.live_instances():
             inst.settle_at(end)
             held.extend(inst.held_requests())

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.states import DRAINING, FUSED, LOADING, PROVISIONING, READY, STOPPED
 from chironsim.contract.load import LoadReport
 from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
@@ -167,6 +167,42 @@ class Instance:
             self._stop()
         else:
             self.wake()
+
+    def set_fused(self) -> None:
+        """A follower of a fused group: billed, not routable, holding nothing of its own
+        (:mod:`.mechanisms.fusion`). Only a ready instance with no request can be fused."""
+        if self.state != READY or self.held_count:
+            raise ValueError(f"{self.instance_id} is {self.state} with {self.held_count} "
+                             "requests; only an empty ready instance can be fused")
+        self.state = FUSED
+
+    def set_ready(self) -> None:
+        """A fused follower is an independent instance again (its group split)."""
+        if self.state != FUSED:
+            raise ValueError(f"{self.instance_id} is {self.state}, not fused")
+        self.state = READY
+        self.wake()
+
+    def resize_kv(self, blocks: int, watermark: int | None = None) -> int:
+        """Change the KV capacity at an iteration boundary (a fused group's drop or split);
+        returns the change in free blocks. Only free blocks come or go
+        (:meth:`KVBlockAllocator.resize`); the watermark is the engine's fraction of the new
+        capacity unless given."""
+        self._cut_stretch(self.env.now)
+        if watermark is None:
+            watermark = int(self.engine.watermark * blocks)
+        delta = self.kv.resize(blocks, watermark)
+        self.wake()
+        return delta
+
+    def swap_iteration_time(self, iteration_time: Callable, fast_forward: bool) -> tuple[Callable, bool]:
+        """Price the next iterations with ``iteration_time`` (a fused group's pipeline round),
+        fast-forwarding only if ``fast_forward``; returns the previous pair, to swap back."""
+        old = (self._iteration_time, self.planner.fast_forward)
+        self._iteration_time = iteration_time
+        self.planner.iteration_time = iteration_time
+        self.planner.fast_forward = fast_forward
+        return old
 
     def _stop(self) -> None:
         self.state = STOPPED

@@ -1,0 +1,182 @@
+"""Fused groups (issue 10 item 1, KunServe): drop, pipelined serving, restore and split.
+
+The real cluster runs with a scripted policy issuing DropParameters / RestoreParameters at
+given times (the harness of tests/test_migration.py); stale requests are recomputed (KV
+exchange is not simulated yet).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chironsim.catalog import get_gpu, get_model
+from chironsim.contract.actions import DropParameters, RestoreParameters, action_problem
+from chironsim.contract.states import FUSED, READY
+from chironsim.metrics.slo import RequestClassSpec
+from chironsim.perf.comm import CommModel
+from chironsim.perf.drop import fused_kv_capacity_blocks
+from chironsim.perf.efficiency import comm_for_gpu
+from chironsim.perf.exchange import restore_seconds
+from chironsim.perf.pipeline import hop_time, micro_batch_time, stage_layers, stage_times
+from chironsim.perf.roofline import IterationTimeModel
+from chironsim.policies.routers import RoundRobinRouter
+from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.mechanisms.fusion import pipelined_iteration_time
+from chironsim.sim.world import Simulation
+from chironsim.workload.spec import RequestSpec
+from test_migration import Script, events
+
+
+class Watch(Script):
+    """Scripted actions; also records every instance's (state, capacity) and audits blocks."""
+
+    def __init__(self, actions, ref: list) -> None:
+        super().__init__(actions)
+        self.ref = ref
+        self.seen: list[tuple[float, dict]] = []
+
+    def on_tick(self, view):
+        cluster = self.ref[0]
+        owners: dict[int, str] = {}
+        for inst in cluster.live_instances():
+            inst.kv.check_invariants()
+            for req in inst.running_requests():
+                assert req.request_id not in owners
+                owners[req.request_id] = inst.instance_id
+                assert inst.kv.owned(req.request_id) > 0 or req.phase != "decoding"
+        self.seen.append((view.time, {i.instance_id: (i.state, i.kv_capacity_blocks)
+                                      for p in view.pools.values() for i in p.instances}))
+        return super().on_tick(view)
+
+
+def run(specs, actions, *, instances=2, model="llama-3-8b", gpu="a100-80gb", tp=1,
+        fast_forward=True, max_num_seqs=16, small_kv: int | None = None):
+    cluster = ClusterConfig(model=model, gpu=gpu,
+                            engine=EngineConfig(fast_forward=fast_forward, max_num_seqs=max_num_seqs),
+                            pools={"default": PoolConfig(instances=instances, tp=tp)})
+    ref: list = []
+    watch = Watch(actions, ref)
+    sim = Simulation(cluster, {"default": RequestClassSpec()}, iter(specs), RoundRobinRouter(),
+                     [watch], duration_s=None, drain_s=600.0, sample_interval_s=1.0)
+    ref.append(sim.cluster)
+    if small_kv is not None:
+        for inst in sim.cluster.live_instances():
+            inst.kv.capacity = inst.kv.free_blocks = small_kv
+            inst.kv.watermark = int(0.01 * small_kv)
+    sim.run()
+    return sim, watch
+
+
+@pytest.mark.parametrize("model, gpu, tp", [("llama-3-8b", "a100-80gb", 1),
+                                            ("llama-3-70b", "a100-80gb", 4)])
+def test_capacity_after_a_drop_is_the_formula(model, gpu, tp):
+    specs = [RequestSpec(0.01 * i, 300, 400) for i in range(6)]
+    sim, watch = run(specs, [(0.5, DropParameters(("default-0", "default-1"), "test"))],
+                     model=model, gpu=gpu, tp=tp)
+    expected = fused_kv_capacity_blocks(get_model(model), get_gpu(gpu), tp, 2, 0.9, 16)
+    drop = events(sim, "drop")
+    assert len(drop) == 1 and f"->{expected}," in drop[0]["detail"]
+    # between a follower's park and the leader's fuse the follower is fused, nothing resized
+    fused = [s for t, s in watch.seen if t >= drop[0]["time"]]
+    assert fused, "the group never formed"
+    assert all(s["default-0"] == (READY, expected) and s["default-1"] == (FUSED, 0) for s in fused)
+    assert {r.status for r in sim.request_records} == {"finished"}
+
+
+def test_a_round_with_one_micro_batch_is_its_stage_times_plus_hops():
+    model, gpu = get_model("llama-3-8b"), get_gpu("a100-80gb")
+    timer = IterationTimeModel(model, gpu, 1)
+    comm: CommModel = comm_for_gpu(gpu)
+    layers = stage_layers(model.num_layers, 2)
+    price = pipelined_iteration_time(timer, comm, 2)
+    stages = stage_times(timer, layers, 0, 0.0, 1, 700)
+    hop = hop_time(comm, 1, model.hidden_size)
+    assert price(0, 0.0, 1, 700) == pytest.approx(sum(stages) + hop, rel=1e-12)
+    assert price(0, 0.0, 1, 700) == micro_batch_time(timer, comm, layers, 0, 0.0, 1, 700)
+    # two equal micro-batches on two stages: one micro-batch's latency or the busiest stage's
+    # work for both (the last stage carries the LM head), whichever is longer
+    two = price(0, 0.0, 2, 1400)
+    assert two == pytest.approx(max(sum(stages) + hop, 2 * max(stages)), rel=1e-9)
+    # unequal micro-batches cost at least the bigger one's latency (bubble included)
+    assert price(0, 0.0, 3, 2100) >= float(micro_batch_time(timer, comm, layers, 0, 0.0, 2, 1400)) - 1e-15
+
+
+@pytest.mark.parametrize("g", [2, 3])
+def test_drop_then_restore_gives_back_g_instances_every_request_and_block(g):
+    specs = [RequestSpec(0.05 * i, 200 + 97 * i, 50 + 13 * i) for i in range(30)]
+    members = tuple(f"default-{k}" for k in range(g))
+    sim, watch = run(specs, [(0.4, DropParameters(members, "overload")),
+                             (2.0, RestoreParameters("default-0", "calm"))], instances=g)
+    assert [e["kind"] for e in sim.events if e["kind"] in ("drop", "restore", "split")] == \
+        ["drop", "restore", "split"]
+    reload = restore_seconds(comm_for_gpu(get_gpu("a100-80gb")), get_model("llama-3-8b"), 1, g)
+    restore, split = events(sim, "restore")[0], events(sim, "split")[0]
+    assert split["time"] >= restore["time"] + reload - 1e-9
+    assert sorted(r.request_id for r in sim.request_records) == list(range(len(specs)))
+    assert {r.status for r in sim.request_records} == {"finished"}
+    cluster = sim.cluster
+    assert not cluster.fusion.groups
+    original = cluster.pools["default"].kv_capacity_blocks
+    for inst in cluster.live_instances():
+        assert inst.state == READY and inst.kv.capacity == original
+        assert inst.kv.used_blocks == 0 and inst.mechanisms == ()
+        inst.kv.check_invariants()
+    final = watch.seen[-1][1]
+    assert all(v == (READY, original) for v in final.values())
+    # followers served again after the split (the router places on every member)
+    after = [r for r in sim.request_records if r.arrival > split["time"]]
+    assert all(r.status == "finished" for r in after)
+
+
+def test_actions_are_checked_against_the_view():
+    sim, watch = run([RequestSpec(0.0, 100, 5)], [], instances=2)
+    view = sim.cluster.view()
+    assert action_problem(DropParameters(("default-0", "default-1")), view) is None
+    assert "fewer than 2" in action_problem(DropParameters(("default-0",)), view)
+    assert "twice" in action_problem(DropParameters(("default-0", "default-0")), view)
+    assert "no instance" in action_problem(DropParameters(("default-0", "x")), view)
+    assert action_problem(RestoreParameters("default-0"), view) is None
+    assert action_problem(RestoreParameters("nope"), view) is not None
+
+
+def test_fast_forward_gives_identical_tables_with_a_fused_group():
+    specs = [RequestSpec(0.03 * i, 300 + 61 * i, 100 + 17 * i) for i in range(40)]
+    actions = [(0.5, DropParameters(("default-0", "default-1"), "a")),
+               (3.0, RestoreParameters("default-0", "b")),
+               (6.0, DropParameters(("default-1", "default-2"), "c"))]
+    runs = []
+    for ff in (True, False):
+        sim, _ = run(specs, actions, instances=3, fast_forward=ff)
+        runs.append((list(sim.request_records), list(sim.events)))
+    assert len(events(sim, "drop")) == 2
+    assert runs[0] == runs[1]
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_random_drops_and_restores_conserve_requests_and_blocks(data):
+    n = data.draw(st.integers(2, 4), label="instances")
+    specs = sorted((RequestSpec(data.draw(st.floats(0, 3)), data.draw(st.integers(16, 3000)),
+                                data.draw(st.integers(1, 200)))
+                    for _ in range(data.draw(st.integers(1, 25)))), key=lambda s: s.arrival)
+    actions = []
+    for _ in range(data.draw(st.integers(0, 6))):
+        t = data.draw(st.floats(0, 6))
+        if data.draw(st.booleans()):
+            ids = data.draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=n, unique=True))
+            actions.append((t, DropParameters(tuple(f"default-{k}" for k in ids))))
+        else:
+            actions.append((t, RestoreParameters(f"default-{data.draw(st.integers(0, n - 1))}")))
+    sim, watch = run(specs, actions, instances=n, max_num_seqs=data.draw(st.integers(1, 8)),
+                     small_kv=600)
+    assert sorted(r.request_id for r in sim.request_records) == list(range(len(specs)))
+    for rec in sim.request_records:
+        assert rec.status in ("finished", "rejected")
+    for inst in sim.cluster.live_instances():
+        inst.kv.check_invariants()
+        assert inst.kv.used_blocks == 0
+    drops, splits = len(events(sim, "drop")), len(events(sim, "split"))
+    assert splits <= drops and len(sim.cluster.fusion.groups) == drops - splits + sum(
+        1 for g in sim.cluster.fusion.groups.values() if g.phase == "dropping")
