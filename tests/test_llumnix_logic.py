@@ -227,24 +227,27 @@ def test_preempted_requests_make_a_source_and_bar_a_destination():
     assert decisions[0].reason == "preempted"
 
 
-def test_instances_with_a_migration_in_flight_are_skipped_before_pairing():
+def test_exclude_rule_leaves_instances_with_a_migration_in_flight_out_before_pairing():
     reports = [rep("s_busy", free=0, running=4, out=1),      # most loaded, but already sending
                rep("s_next", free=4, running=4),
                rep("d_busy", free=900, running=1, into=1),   # freest, but already receiving
                rep("d_next", free=100, running=1)]
-    decisions = pair_migrations(reports, threshold=T)
+    decisions = pair_migrations(reports, threshold=T, busy="exclude")
     assert pairs(decisions) == [("s_next", "d_next")]
     # the limits are configurable: two at a time lets both in
-    decisions = pair_migrations(reports, threshold=T, max_out=2, max_in=2)
+    decisions = pair_migrations(reports, threshold=T, max_out=2, max_in=2, busy="exclude")
     assert pairs(decisions) == [("s_busy", "d_busy"), ("s_next", "d_next")]
+    with pytest.raises(ValueError, match="unknown busy rule"):
+        pair_migrations(reports, threshold=T, busy="ignore")  # type: ignore[arg-type]
 
 
-def test_a_source_with_nothing_movable_does_not_hold_a_destination():
+def test_exclude_rule_a_source_with_nothing_movable_does_not_hold_a_destination():
     prefilling = tuple(req(start=i, movable=False) for i in range(4))
     reports = [rep("stuck", free=0, requests=prefilling), rep("s", free=4, running=4),
                rep("d", free=100, running=1)]
-    decisions = pair_migrations(reports, threshold=T)
-    assert pairs(decisions) == [("s", "d")]
+    assert pairs(pair_migrations(reports, threshold=T, busy="exclude")) == [("s", "d")]
+    # the released rule pairs it anyway and nothing moves (migrate_out finds no request)
+    assert pair_migrations(reports, threshold=T) == []
 
 
 def test_a_terminating_instance_is_the_first_source_and_hands_over_its_waiting_requests():
@@ -330,11 +333,12 @@ def cluster(draw) -> list[LoadReport]:
 @settings(max_examples=300, deadline=None)
 @given(reports=cluster(), threshold=st.floats(0, 50),
        limits=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-       headroom=st.sampled_from([{}, {0: 40}, {0: 10, 1: 300}]))
-def test_pairing_invariants(reports, threshold, limits, headroom):
+       headroom=st.sampled_from([{}, {0: 40}, {0: 10, 1: 300}]),
+       busy=st.sampled_from(["skip", "exclude"]), exclusive=st.booleans())
+def test_pairing_invariants(reports, threshold, limits, headroom, busy, exclusive):
     max_out, max_in = limits
-    decisions = pair_migrations(reports, threshold=threshold, headroom=headroom,
-                                max_out=max_out, max_in=max_in)
+    rules = {"max_out": max_out, "max_in": max_in, "busy": busy, "exclusive": exclusive}
+    decisions = pair_migrations(reports, threshold=threshold, headroom=headroom, **rules)
     by_id = {r.instance_id: r for r in reports}
     links = {(d.source, d.destination) for d in decisions}
     sources = [s for s, _ in links]
@@ -347,6 +351,7 @@ def test_pairing_invariants(reports, threshold, limits, headroom):
         src, dst = by_id[s], by_id[t]
         fs, ft = migration_freeness(src, headroom), migration_freeness(dst, headroom)
         assert dst.state == READY and dst.preempted == 0 and dst.migrations_in < max_in
+        assert not (exclusive and dst.migrations_out)   # one flag per instance
         assert ft > threshold
         assert src.terminating or src.preempted > 0 or fs < threshold
         if not src.preempted:  # a preempted source may be freer than its destination
@@ -356,14 +361,19 @@ def test_pairing_invariants(reports, threshold, limits, headroom):
     for d in running_moves:
         src = by_id[d.source]
         assert src.migrations_out < max_out
+        assert not (exclusive and src.migrations_in)
         assert src.movable > 0
     for source in {d.source for d in decisions if isinstance(d, MoveWaiting)}:
         assert by_id[source].terminating
         handed = sum(1 for d in decisions if isinstance(d, MoveWaiting) and d.source == source)
         assert handed == by_id[source].waiting
     # reading only the reports: the same poll gives the same decisions
-    assert decisions == pair_migrations(reports, threshold=threshold, headroom=headroom,
-                                        max_out=max_out, max_in=max_in)
+    assert decisions == pair_migrations(reports, threshold=threshold, headroom=headroom, **rules)
+    # the released rule never starts more moves than leaving busy instances out does
+    if busy == "skip":
+        excluded = pair_migrations(reports, threshold=threshold, headroom=headroom,
+                                   **{**rules, "busy": "exclude"})
+        assert len(pairs(decisions)) <= len(pairs(excluded))
 
 
 @settings(max_examples=200, deadline=None)
@@ -485,6 +495,7 @@ def test_config_defaults_are_the_reference_values():
     assert (cfg.scale_up_threshold, cfg.scale_down_threshold) == (10.0, 60.0)
     assert (cfg.max_migrations_out, cfg.max_migrations_in, cfg.scaling_sustain) == (1, 1, 1)
     assert cfg.dispatch == "llumnix" and cfg.migration and cfg.request_choice == "last_running"
+    assert (cfg.busy_pairs, cfg.exclusive_migration) == ("skip", True)  # 37d8e5ea's flags
     assert cfg.tick_intervals() == {"poll_interval": 0.05, "scaling_interval": 10.0}
 
 

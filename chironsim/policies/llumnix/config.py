@@ -69,6 +69,15 @@ class LlumnixPolicyConfig(ConfigModel):
     max_migrations_in: Migrations = Field(
         1, description="migrations into one instance at a time that the pairing asks for "
         "(37d8e5ea: one per instance); at most cluster.migration.max_in")
+    busy_pairs: Literal["skip", "exclude"] = Field(
+        "skip", description="instances with a migration in flight: 'skip' ranks them with the "
+        "others and drops a pair with a busy end, the next-ranked not moving up (released code, "
+        "37d8e5ea LLMEngineManager._migrate); 'exclude' leaves them out before ranking so the "
+        "next-ranked pair up instead (chironsim's earlier rule: more moves per poll)")
+    exclusive_migration: bool = Field(
+        True, description="an instance with a migration in flight in either direction is busy "
+        "as a source and as a destination (37d8e5ea: one instance_migrating flag per instance, "
+        "set on both ends of a pair); false: max_migrations_out / _in count per direction")
 
     # --- priorities -----------------------------------------------------------------------
     priority_agnostic: bool = Field(

@@ -72,7 +72,8 @@ class Poller:
         for reports in pools.values():  # a request moves only to an instance of its own pool
             for d in pair_migrations(reports, threshold=cfg.migrate_out_threshold,
                                      headroom=cfg.headroom(), max_out=cfg.max_migrations_out,
-                                     max_in=cfg.max_migrations_in):
+                                     max_in=cfg.max_migrations_in, busy=cfg.busy_pairs,
+                                     exclusive=cfg.exclusive_migration):
                 if isinstance(d, MigrateRunning):
                     actions.append(Migrate(d.source, d.destination, pick=cfg.request_choice,
                                            low_priority_first=cfg.low_priority_first,
