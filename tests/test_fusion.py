@@ -1,8 +1,8 @@
 """Fused groups (issue 10 item 1, KunServe): drop, pipelined serving, restore and split.
 
 The real cluster runs with a scripted policy issuing DropParameters / RestoreParameters at
-given times (the harness of tests/test_migration.py); stale requests are recomputed (KV
-exchange is not simulated yet).
+given times (the harness of tests/test_migration.py). Requests decoding at the drop keep their
+KV (exchanged live by default, or blocking), or recompute; restore converts them back.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from chironsim.metrics.slo import RequestClassSpec
 from chironsim.perf.comm import CommModel
 from chironsim.perf.drop import fused_kv_capacity_blocks
 from chironsim.perf.efficiency import comm_for_gpu
-from chironsim.perf.exchange import restore_seconds
+from chironsim.perf.exchange import kv_exchange_seconds, restore_seconds
 from chironsim.perf.pipeline import hop_time, micro_batch_time, stage_layers, stage_times
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.policies.routers import RoundRobinRouter
-from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.config import ClusterConfig, EngineConfig, FusionConfig, PoolConfig
 from chironsim.sim.mechanisms.fusion import pipelined_iteration_time
 from chironsim.sim.world import Simulation
 from chironsim.workload.spec import RequestSpec
@@ -42,6 +42,9 @@ class Watch(Script):
         owners: dict[int, str] = {}
         for inst in cluster.live_instances():
             inst.kv.check_invariants()
+            for rid, req in inst.paused.items():  # paused: out of the batch, blocks kept here
+                assert rid not in owners and inst.kv.owned(rid) > 0 and req.instance is inst
+                owners[rid] = inst.instance_id
             for req in inst.running_requests():
                 assert req.request_id not in owners
                 owners[req.request_id] = inst.instance_id
@@ -52,10 +55,11 @@ class Watch(Script):
 
 
 def run(specs, actions, *, instances=2, model="llama-3-8b", gpu="a100-80gb", tp=1,
-        fast_forward=True, max_num_seqs=16, small_kv: int | None = None):
+        fast_forward=True, max_num_seqs=16, small_kv: int | None = None, fusion=None):
     cluster = ClusterConfig(model=model, gpu=gpu,
                             engine=EngineConfig(fast_forward=fast_forward, max_num_seqs=max_num_seqs),
-                            pools={"default": PoolConfig(instances=instances, tp=tp)})
+                            pools={"default": PoolConfig(instances=instances, tp=tp)},
+                            fusion=FusionConfig(**(fusion or {})))
     ref: list = []
     watch = Watch(actions, ref)
     sim = Simulation(cluster, {"default": RequestClassSpec()}, iter(specs), RoundRobinRouter(),
@@ -151,10 +155,11 @@ def test_fast_forward_gives_identical_tables_with_a_fused_group():
         sim, _ = run(specs, actions, instances=3, fast_forward=ff)
         runs.append((list(sim.request_records), list(sim.events)))
     assert len(events(sim, "drop")) == 2
+    assert {e["reason"] for e in events(sim, "exchange")} == {"stale", "convert"}
     assert runs[0] == runs[1]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_random_drops_and_restores_conserve_requests_and_blocks(data):
     n = data.draw(st.integers(2, 4), label="instances")
@@ -169,8 +174,11 @@ def test_random_drops_and_restores_conserve_requests_and_blocks(data):
             actions.append((t, DropParameters(tuple(f"default-{k}" for k in ids))))
         else:
             actions.append((t, RestoreParameters(f"default-{data.draw(st.integers(0, n - 1))}")))
+    fusion = {"stale_requests": data.draw(st.sampled_from(["live", "blocking", "recompute"])),
+              "exchange_batch_size": data.draw(st.integers(1, 8)),
+              "restore_batch_size": data.draw(st.integers(1, 8))}
     sim, watch = run(specs, actions, instances=n, max_num_seqs=data.draw(st.integers(1, 8)),
-                     small_kv=600)
+                     small_kv=600, fusion=fusion)
     assert sorted(r.request_id for r in sim.request_records) == list(range(len(specs)))
     for rec in sim.request_records:
         assert rec.status in ("finished", "rejected")
@@ -180,3 +188,103 @@ def test_random_drops_and_restores_conserve_requests_and_blocks(data):
     drops, splits = len(events(sim, "drop")), len(events(sim, "split"))
     assert splits <= drops and len(sim.cluster.fusion.groups) == drops - splits + sum(
         1 for g in sim.cluster.fusion.groups.values() if g.phase == "dropping")
+
+
+# --- KV exchange and conversion (issue 10 item 1c) ----------------------------------------
+
+
+def _detail(event) -> dict[str, str]:
+    return dict(kv.split("=") for kv in event["detail"].split(";")[1:])
+
+
+def _decoding_burst(n=20, prompt=64, output=1500):
+    """Short prompts, long outputs: every request decodes by t = 0.5 s and still does at 3 s."""
+    return [RequestSpec(0.01 * i, prompt + i, output + 7 * i) for i in range(n)]
+
+
+def _exchange_seconds(tokens: int, g: int = 2, batch: int = 8) -> float:
+    return float(kv_exchange_seconds(comm_for_gpu(get_gpu("a100-80gb")), get_model("llama-3-8b"),
+                                     1, g, [tokens], batch_size=batch))
+
+
+def test_live_exchange_steps_take_their_formula_and_keep_every_kv():
+    specs = _decoding_burst()
+    sim, _ = run(specs, [(0.5, DropParameters(("default-0", "default-1"), "overload"))])
+    drop = events(sim, "drop")[0]
+    steps = events(sim, "exchange")
+    assert [int(_detail(e)["requests"]) for e in steps] == [8, 8, 4]
+    assert all(e["reason"] == "stale" for e in steps)
+    previous_landing = drop["time"]
+    for e in steps:
+        d = _detail(e)
+        seconds, start = float(d["seconds"]), float(d["start"])
+        assert seconds == pytest.approx(_exchange_seconds(int(d["tokens"])), rel=1e-12)
+        assert e["time"] == pytest.approx(start + seconds, abs=1e-12)  # lands after its time
+        assert start >= previous_landing - 1e-12  # one step in flight at a time
+        previous_landing = e["time"]
+    # nothing recomputed: every prompt prefilled once, every request finished
+    prefilled = sum(r.tokens_prefilled for r in sim.cluster.instance_records)
+    assert prefilled == sum(s.prompt_tokens for s in specs)
+    assert {r.status for r in sim.request_records} == {"finished"}
+    assert all(r.preemptions == 0 for r in sim.request_records)
+
+
+def test_blocking_exchange_runs_before_the_first_round_and_recompute_reprefills():
+    specs = _decoding_burst()
+    blocking, _ = run(specs, [(0.5, DropParameters(("default-0", "default-1"), "o"))],
+                      fusion={"stale_requests": "blocking"})
+    drop = events(blocking, "drop")[0]
+    steps = events(blocking, "exchange")
+    assert [int(_detail(e)["requests"]) for e in steps] == [8, 8, 4]
+    assert all(e["time"] == drop["time"] for e in steps)  # decided at the drop, not overlapped
+    total = sum(float(_detail(e)["seconds"]) for e in steps)
+    assert total == pytest.approx(sum(_exchange_seconds(int(_detail(e)["tokens"])) for e in steps))
+    leader = next(r for r in blocking.cluster.instance_records if r.instance_id == "default-0")
+    assert leader.busy_seconds > total
+    per_action = run(specs, [(0.5, DropParameters(("default-0", "default-1"), "o",
+                                                  stale_requests="recompute"))])[0]
+    assert not events(per_action, "exchange")
+    prefilled = sum(r.tokens_prefilled for r in per_action.cluster.instance_records)
+    assert prefilled > sum(s.prompt_tokens for s in specs)  # the stale requests re-prefilled
+    for sim in (blocking, per_action):
+        assert {r.status for r in sim.request_records} == {"finished"}
+
+
+def test_restore_converts_at_most_a_batch_per_step_after_the_reload_then_splits():
+    specs = _decoding_burst()
+    sim, watch = run(specs, [(0.5, DropParameters(("default-0", "default-1"), "overload")),
+                             (3.0, RestoreParameters("default-0", "calm", batch_size=6))])
+    restore, split = events(sim, "restore")[0], events(sim, "split")[0]
+    reload = restore_seconds(comm_for_gpu(get_gpu("a100-80gb")), get_model("llama-3-8b"), 1, 2)
+    assert f"{reload:.6g} s" in restore["detail"]
+    converts = [e for e in events(sim, "exchange") if e["reason"] == "convert"]
+    assert [int(_detail(e)["requests"]) for e in converts] == [6, 6, 6, 2]
+    assert float(_detail(converts[0])["start"]) >= restore["time"] + reload - 1e-12
+    for e in converts:
+        d = _detail(e)
+        assert float(d["seconds"]) == pytest.approx(_exchange_seconds(int(d["tokens"]), batch=6),
+                                                    rel=1e-12)
+    assert split["time"] >= converts[-1]["time"]
+    assert "20 requests moved" not in split["detail"] and "0 placed again" in split["detail"]
+    # converted requests decode on both members after the split, none recomputed
+    prefilled = sum(r.tokens_prefilled for r in sim.cluster.instance_records)
+    assert prefilled == sum(s.prompt_tokens for s in specs)
+    last_hosts = {r.instances.split(";")[-1] for r in sim.request_records}
+    assert last_hosts == {"default-0", "default-1"}
+    assert {r.status for r in sim.request_records} == {"finished"}
+    for inst in sim.cluster.live_instances():
+        assert inst.state == READY and inst.kv.used_blocks == 0 and not inst.paused
+
+
+def test_a_moved_block_is_never_lost_or_counted_twice():
+    from chironsim.sim.allocator import AllocationError, KVBlockAllocator
+    a, b = KVBlockAllocator(10, 1), KVBlockAllocator(6, 2)
+    a.allocate("r", 5)
+    b.allocate("x", 1)
+    assert a.move_to(b, "r") == 5 and a.owned("r") == 0 and b.owned("r") == 5  # watermark used
+    a.allocate("s", 9)
+    with pytest.raises(AllocationError):
+        a.move_to(b, "s")
+    assert a.owned("s") == 9 and b.free_blocks == 0  # refused: nothing moved
+    for alloc in (a, b):
+        alloc.check_invariants()

@@ -172,6 +172,10 @@ def _state_of(instance_id: str, view: ClusterView) -> str | None:
     return None
 
 
+#: How a fused group treats requests decoding when it forms (sim.config.FusionConfig).
+STALE_MODES = ("live", "blocking", "recompute")
+
+
 @action_type
 @dataclass(frozen=True, slots=True)
 class DropParameters:
@@ -181,10 +185,18 @@ class DropParameters:
 
     instances: tuple[str, ...]
     reason: str = ""
+    #: 'live', 'blocking' or 'recompute' for the requests decoding when the group forms, and
+    #: requests exchanged per step; None: the cluster's ``fusion`` settings.
+    stale_requests: str | None = None
+    exchange_batch_size: int | None = None
 
     def problem(self, view: ClusterView) -> str | None:
         if not isinstance(self.instances, tuple) or len(self.instances) < 2:
             return f"{self!r} names fewer than 2 instances"
+        if self.stale_requests is not None and self.stale_requests not in STALE_MODES:
+            return f"{self!r} has stale_requests {self.stale_requests!r}, not one of {STALE_MODES}"
+        if self.exchange_batch_size is not None and not _positive_int(self.exchange_batch_size):
+            return f"{self!r} exchanges fewer than 1 request per step"
         if len(set(self.instances)) != len(self.instances):
             return f"{self!r} names an instance twice"
         ids = _instance_ids(view)
@@ -205,6 +217,14 @@ class RestoreParameters:
 
     group: str
     reason: str = ""
+    #: requests converted back per step; None: the cluster's ``fusion.restore_batch_size``
+    batch_size: int | None = None
 
     def problem(self, view: ClusterView) -> str | None:
+        if self.batch_size is not None and not _positive_int(self.batch_size):
+            return f"{self!r} converts fewer than 1 request per step"
         return _names_instance(self, self.group, view)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

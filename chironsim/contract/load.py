@@ -97,6 +97,8 @@ class LoadReport:
     migrations_in: int = 0
     movable: int = 0
     running_priorities: tuple[int, ...] = ()
+    #: the fused group (its leader's id) the instance belongs to, '' when independent
+    group: str = ""
 
     @property
     def terminating(self) -> bool:

@@ -28,6 +28,7 @@ class InstanceView:
     no prefill chunk and moved no KV: their mean is the part of the ITL that the batch size
     controls, without the stalls that admitting new prompts adds.
     ``running_by_class`` counts running requests per class (classes with none are omitted).
+    ``group`` names the fused group the instance belongs to (its leader's id), or ''.
     """
 
     instance_id: str
@@ -44,6 +45,9 @@ class InstanceView:
     pure_decode_iterations: int = 0
     pure_decode_seconds: float = 0.0
     running_by_class: tuple[tuple[str, int], ...] = ()
+    #: The leader id of the fused group (KunServe's parameter drop) this instance belongs to
+    #: from the drop on, '' when independent; a leader's group is its own id.
+    group: str = ""
 
     @property
     def outstanding(self) -> int:

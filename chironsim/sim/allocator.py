@@ -162,6 +162,24 @@ class KVBlockAllocator:
         self.watermark = min(self.watermark if watermark is None else watermark, capacity)
         return delta
 
+    # --- moving a request's blocks to another allocator (a fused group's KV exchange) -------
+    def move_to(self, other: "KVBlockAllocator", owner: Hashable) -> int:
+        """Move ``owner``'s GPU blocks from this allocator to ``other``; returns how many.
+
+        One block count leaves here and the same count arrives there, or nothing changes:
+        ``other`` must have them free (the watermark may be used: they are a running
+        request's), else AllocationError before either side is touched. Host copies and
+        reservations stay where they are.
+        """
+        blocks = self._owned.get(owner, 0)
+        if other is self:
+            return blocks
+        if not other.can_allocate(blocks, respect_watermark=False):
+            raise AllocationError(f"cannot move {blocks} blocks: {other.free_blocks} free there")
+        self.free(owner)
+        other.allocate(owner, blocks, respect_watermark=False)
+        return blocks
+
     # --- checks ------------------------------------------------------------------------------
     def check_invariants(self) -> None:
         """Raise AllocationError unless every block is free or held exactly once."""

@@ -16,7 +16,7 @@ import simpy
 from chironsim.catalog import GPU, Model, get_gpu, get_model
 from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.drop import fused_kv_capacity_blocks
-from chironsim.perf.exchange import restore_seconds
+from chironsim.perf.exchange import kv_exchange_seconds, restore_seconds
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
@@ -135,7 +135,8 @@ class Cluster:
             compatible=lambda a, b: self.pools[a.pool].model == self.pools[b.pool].model)
         self.fusion = FusionCoordinator(
             env, events, fused_blocks=self._fused_blocks, pipelined_time=self._pipelined_time,
-            restore_seconds=self._restore_seconds, place=self.submit)
+            restore_seconds=self._restore_seconds, exchange_seconds=self._exchange_seconds,
+            place=self.submit, settings=config.fusion)
         self.global_queues = {cls: GlobalQueue(cls) for cls in sorted(queued_classes)}
         self.backlog = 0  # requests in global queues; instances ask for refills while > 0
         self.held = 0  # requests in pool queues (nothing ready, or the router declined)
@@ -181,6 +182,13 @@ class Cluster:
         spec = self.pools[leader.pool]
         return float(restore_seconds(comm_of(spec.timer), spec.model, spec.tp, group_size,
                                      same_node(spec.gpu.gpus_per_node, spec.tp, group_size)))
+
+    def _exchange_seconds(self, leader: Instance, group_size: int, tokens: list[int],
+                          batch_size: int) -> float:
+        spec = self.pools[leader.pool]
+        return float(kv_exchange_seconds(comm_of(spec.timer), spec.model, spec.tp, group_size, tokens,
+                                         same_node(spec.gpu.gpus_per_node, spec.tp, group_size),
+                                         batch_size))
 
     def _cold_start(self, inst: Instance) -> simpy.events.Process:
         def lifecycle():

@@ -94,6 +94,25 @@ class MigrationConfig(ConfigModel):
     max_in: Sequences = Field(1, description="migrations into one instance at a time")
 
 
+class FusionConfig(ConfigModel):
+    """A fused group's data movement (KunServe's parameter drop and restore; the mechanism is
+    :mod:`chironsim.sim.mechanisms.fusion`). Defaults from the released code
+    (``reference/llumnix_kunserve.md`` B.1 step 4 and B.2); a ``DropParameters`` /
+    ``RestoreParameters`` action may override them for its group."""
+
+    stale_requests: Literal["live", "blocking", "recompute"] = Field(
+        "live", description="requests decoding when a group forms keep their KV, which moves "
+        "into the group's allocator: 'live' exchanges it while the group serves, at most "
+        "exchange_batch_size requests per step, each request paused until its exchange lands "
+        "(the code's livereshard); 'blocking': every exchange before the group's first "
+        "iteration (reshard); 'recompute': drop their KV and re-prefill. Restore converts "
+        "requests back the same way ('recompute': they re-prefill after the split)")
+    exchange_batch_size: Sequences = Field(
+        8, description="stale requests exchanged per pipeline step (the code's default)")
+    restore_batch_size: Sequences = Field(
+        8, description="requests converted back per step while restoring (the code's default)")
+
+
 class PoolConfig(ConfigModel):
     """One pool of identical instances."""
 
@@ -133,6 +152,7 @@ class ClusterConfig(ConfigModel):
         12.5, description="bandwidth (GB/s) for moving saved KV between instances "
         "(an evicted request resumed elsewhere)")
     migration: MigrationConfig = MigrationConfig()
+    fusion: FusionConfig = FusionConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=lambda: {"default": PoolConfig()})
 
     @model_validator(mode="after")

@@ -114,6 +114,15 @@ class Instance:
         # Requests whose KV landed here from another instance (a migration committed): they
         # join the decode batch at the next iteration boundary, before growth is claimed.
         self.arriving: deque[Request] = deque()
+        # Decoding requests a mechanism took out of the batch with their KV kept here (a
+        # fused group's stale requests awaiting their KV exchange): off every queue, holding
+        # their blocks, until :meth:`adopt_running` lets them join again (see :meth:`pause`).
+        self.paused: dict[int, Request] = {}
+        #: The leader id of the fused group this instance belongs to ('' when independent),
+        #: set by :mod:`.mechanisms.fusion` from the drop action to the split.
+        self.group = ""
+        # Decode growth the scheduler claimed at this boundary (see settle_growth).
+        self.boundary_growth = 0
         # Called with the time a request starts decoding here again (see when_decoding).
         self._decoding_hooks: dict[int, Callable[[float], None]] = {}
         # Requests detached at this boundary, to be placed again once admission is done
@@ -171,9 +180,11 @@ class Instance:
     def set_fused(self) -> None:
         """A follower of a fused group: billed, not routable, holding nothing of its own
         (:mod:`.mechanisms.fusion`). Only a ready instance with no request can be fused."""
-        if self.state != READY or self.held_count:
-            raise ValueError(f"{self.instance_id} is {self.state} with {self.held_count} "
-                             "requests; only an empty ready instance can be fused")
+        active = self.held_count - len(self.paused)
+        if self.state != READY or active:
+            raise ValueError(f"{self.instance_id} is {self.state} with {active} "
+                             "requests; only an empty ready instance can be fused (paused "
+                             "requests, whose KV the group's leader takes, may remain)")
         self.state = FUSED
 
     def set_ready(self) -> None:
@@ -316,11 +327,53 @@ class Instance:
         Llumnix, it takes a seat even when the batch is full."""
         if self.kv.owned(req.request_id) == 0:
             raise ValueError(f"{req!r} owns no KV blocks on {self.instance_id} to resume from")
+        self.paused.pop(req.request_id, None)
         req.instance = self
         req.instances.append(self.instance_id)
         req.phase = rq.SWAPPED  # off every queue until it joins; it holds its blocks here
         self.arriving.append(req)
         self.wake()
+
+    def pause(self, req: Request) -> int:
+        """Take a decoding request out of the batch at an iteration boundary, keeping its KV
+        blocks owned here; returns them. It waits in :attr:`paused` (counted as running in
+        views, held at the horizon) until :meth:`adopt_running` here, or until
+        :meth:`give_paused` hands it with its blocks to another instance. A mechanism that
+        pauses decodes calls :meth:`settle_growth` before resizing this allocator."""
+        if req.phase != rq.DECODING or req.instance is not self:
+            raise ValueError(f"cannot pause {req!r} on {self.instance_id}: only a request "
+                             "decoding here can be")
+        self.running_remove(req)
+        self.leave_decode(req, self.step)
+        req.phase = rq.SWAPPED  # off every queue; it holds its blocks here
+        self.paused[req.request_id] = req
+        return self.kv.owned(req.request_id)
+
+    def give_paused(self, req: Request, dst: "Instance") -> int:
+        """Hand a paused request and its KV blocks to ``dst`` (both at a boundary or idle):
+        the blocks leave this allocator and arrive in ``dst``'s in one step
+        (:meth:`KVBlockAllocator.move_to`); it stays paused there. Returns the blocks."""
+        if self.paused.get(req.request_id) is not req:
+            raise ValueError(f"{req!r} is not paused on {self.instance_id}")
+        dst._cut_stretch(dst.env.now)
+        blocks = self.kv.move_to(dst.kv, req.request_id)
+        del self.paused[req.request_id]
+        dst.paused[req.request_id] = req
+        req.instance = dst
+        self.wake()
+        dst.wake()
+        return blocks
+
+    def settle_growth(self) -> int:
+        """Give back now the decode growth claimed at this boundary for decodes a mechanism
+        took out of the batch (the scheduler would at the end of its mechanisms); returns
+        the blocks given back. Lets a mechanism shrink the allocator at the same boundary."""
+        surplus = self.boundary_growth - self.decodes.growth_at(self.step)
+        if surplus > 0:
+            self.release_growth(surplus)
+            self.boundary_growth -= surplus
+            return surplus
+        return 0
 
     def when_decoding(self, req: Request, hook: Callable[[float], None]) -> None:
         """Call ``hook(time)`` once, when ``req`` next starts decoding on this instance: it
@@ -445,7 +498,7 @@ class Instance:
         # Reserved blocks are a transfer under way: a draining source waits for its copy to
         # land, a draining destination for the request it will receive.
         return bool(self.decodes.members or self.prefilling or self.waiting or self.swapped
-                    or self.arriving or self.kv.has_reservations)
+                    or self.arriving or self.paused or self.kv.has_reservations)
 
     # --- the engine loop ------------------------------------------------------------------
     def _run(self):
@@ -609,7 +662,7 @@ class Instance:
 
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
-        running = len(self.decodes) + len(self.prefilling) + len(self.arriving)
+        running = len(self.decodes) + len(self.prefilling) + len(self.arriving) + len(self.paused)
         return InstanceView(
             instance_id=self.instance_id,
             pool=self.pool,
@@ -625,6 +678,7 @@ class Instance:
             pure_decode_iterations=self.pure_decode_iterations,
             pure_decode_seconds=self.pure_decode_seconds,
             running_by_class=tuple(self.running_by_class.items()),
+            group=self.group,
         )
 
     def load_report(self, now: float, migrations_out: int = 0, migrations_in: int = 0) -> LoadReport:
@@ -639,7 +693,7 @@ class Instance:
         return LoadReport(
             self.instance_id, self.pool, self.state, self.kv.capacity,
             self.kv.capacity - self.kv_used_at(now), self.kv.watermark,
-            decoding + len(self.prefilling) + len(self.arriving),
+            decoding + len(self.prefilling) + len(self.arriving) + len(self.paused),
             len(self.waiting) + len(self.swapped),
             float(self.pending_blocks),
             head.prefill_target / self.block_size if head is not None else 0.0,
@@ -647,6 +701,7 @@ class Instance:
             migrations_out, migrations_in,
             movable=max(0, decoding - migrations_out),
             running_priorities=tuple(self.running_by_priority),
+            group=self.group,
         )
 
     # --- end of simulation ----------------------------------------------------------------
@@ -654,12 +709,12 @@ class Instance:
     def held_count(self) -> int:
         """Requests on this instance in any phase: running, waiting or swapped out."""
         return (len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
-                + len(self.arriving))
+                + len(self.arriving) + len(self.paused))
 
     def held_requests(self) -> list[Request]:
         return ([r for _, r in self.waiting] + [r for _, r in self.swapped]
                 + list(self.prefilling) + list(self.decodes.members.values())
-                + list(self.arriving))
+                + list(self.arriving) + list(self.paused.values()))
 
     def settle_at(self, now: float) -> None:
         """At the horizon: settle lazily counted tokens of decoding requests (unfinished)."""

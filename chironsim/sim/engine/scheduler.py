@@ -78,13 +78,13 @@ class LocalScheduler:
         if growth:  # claimed before admissions so they cannot take these blocks
             kv.append(GROWTH, growth)
         if inst.mechanisms:
+            inst.boundary_growth = growth
             for mechanism in inst.mechanisms:
                 transfer_seconds += mechanism.at_boundary(inst, step)
-            # Decodes a mechanism detached no longer grow in this iteration: give back their blocks.
-            surplus = growth - decodes.growth_at(step)
-            if surplus:
-                inst.release_growth(surplus)
-                growth -= surplus
+            # Decodes a mechanism detached no longer grow in this iteration: give back their
+            # blocks (unless the mechanism already did, Instance.settle_growth).
+            inst.settle_growth()
+            growth = inst.boundary_growth
         budget = inst.max_batched_tokens - len(decodes)
         chunks: list[tuple[Request, int]] = []
         for req in inst.prefilling:

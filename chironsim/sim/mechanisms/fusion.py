@@ -49,6 +49,7 @@ before the boundary's admission, so the leader admits its share at once (event `
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -62,7 +63,7 @@ from chironsim.perf.pipeline import cycle_time, hop_time, micro_batch_time, stag
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.sim import request as rq
 from chironsim.sim.actions import applies
-from chironsim.sim.engine.stretch import GROWTH
+from chironsim.sim.config import FusionConfig
 from chironsim.sim.events import INSTANCE, EventLog, event_kind
 from chironsim.sim.request import Request
 
@@ -74,6 +75,8 @@ if TYPE_CHECKING:
 DROP = event_kind("drop", INSTANCE, "the policy's reason",
                   "members, blocks before->after, stale requests and how they were handled")
 RESTORE = event_kind("restore", INSTANCE, "the policy's reason", "members, reload seconds")
+EXCHANGE = event_kind("exchange", INSTANCE, "'stale' (after a drop) or 'convert' (restore)",
+                      "members; requests, tokens, seconds and start of one exchange step")
 SPLIT = event_kind("split", INSTANCE, "restore done", "members, requests placed again")
 
 
@@ -113,15 +116,22 @@ def pipelined_iteration_time(timer: IterationTimeModel, comm: "CommModel", group
 
 @dataclass(eq=False)
 class FusedGroup:
-    """One group: its members (leader first) and what it must give back at the split."""
+    """One group: its members (leader first), its settings, and what it must give back at
+    the split."""
 
     members: list["Instance"]
     reason: str
-    phase: str = "dropping"  # dropping -> fused -> restoring -> splitting
+    mode: str = "live"  # stale requests: live | blocking | recompute
+    exchange_batch: int = 8
+    restore_batch: int = 8
+    phase: str = "dropping"  # dropping -> fused -> restoring -> converting -> (split)
     parked: set[str] = field(default_factory=set)
     held: list[Request] = field(default_factory=list)  # detached, not yet adopted
     capacity: dict[str, tuple[int, int]] = field(default_factory=dict)  # id -> (blocks, watermark)
-    stale: int = 0
+    stale: deque[Request] = field(default_factory=deque)  # paused on the leader, not exchanged
+    in_flight: list[Request] = field(default_factory=list)  # paused, their exchange under way
+    converted: dict[int, tuple[Request, "Instance"]] = field(default_factory=dict)
+    stale_count: int = 0
 
     @property
     def leader(self) -> "Instance":
@@ -141,6 +151,11 @@ def _quiet(inst: "Instance") -> bool:
     return not inst.swapped and not inst.arriving and not inst.kv.has_reservations
 
 
+def whole_sequence_blocks(req: Request, block_size: int) -> int:
+    """Blocks ``req`` holds when it finishes: what a member must have room for to take it."""
+    return -(-(req.prompt_tokens + req.output_tokens) // block_size)
+
+
 class FusionCoordinator:
     """The cluster's fused groups; a boundary mechanism on members while they change shape."""
 
@@ -148,13 +163,16 @@ class FusionCoordinator:
                  fused_blocks: Callable[["Instance", int], int],
                  pipelined_time: Callable[["Instance", int], Callable],
                  restore_seconds: Callable[["Instance", int], float],
-                 place: Callable[[Request], None]) -> None:
+                 exchange_seconds: Callable[["Instance", int, list[int], int], float],
+                 place: Callable[[Request], None], settings: FusionConfig = FusionConfig()) -> None:
         self.env = env
         self.events = events
         self._fused_blocks = fused_blocks
         self._pipelined_time = pipelined_time
         self._restore_seconds = restore_seconds
+        self._exchange_seconds = exchange_seconds
         self._place = place
+        self.settings = settings
         self.groups: dict[str, FusedGroup] = {}  # by leader id
         self._member_of: dict[str, FusedGroup] = {}
         self._saved: dict[str, tuple[Callable, bool]] = {}  # leader id -> (iteration time, ff)
@@ -165,6 +183,7 @@ class FusionCoordinator:
         return inst.instance_id in self._member_of
 
     def group_of(self, instance_id: str) -> str:
+        """The leader id of the group ``instance_id`` belongs to, or ''."""
         group = self._member_of.get(instance_id)
         return "" if group is None else group.name
 
@@ -173,31 +192,37 @@ class FusionCoordinator:
         return [r for g in self.groups.values() for r in g.held]
 
     # --- actions ---------------------------------------------------------------------------
-    def drop(self, members: list["Instance"], reason: str) -> bool:
+    def drop(self, members: list["Instance"], reason: str, mode: str | None = None,
+             exchange_batch: int | None = None) -> bool:
         if len(members) < 2 or len({m.pool for m in members}) != 1:
             return False
         if any(m.state != READY or self.holds(m) for m in members):
             return False
-        group = FusedGroup(members, reason)
+        s = self.settings
+        group = FusedGroup(members, reason, mode or s.stale_requests,
+                           exchange_batch or s.exchange_batch_size, s.restore_batch_size)
         self.groups[group.name] = group
         for m in members:
             self._member_of[m.instance_id] = group
+            m.group = group.name
             self._attach(m)
             m.wake()
         return True
 
-    def restore(self, leader_id: str, reason: str) -> bool:
+    def restore(self, leader_id: str, reason: str, batch_size: int | None = None) -> bool:
         group = self.groups.get(leader_id)
         if group is None or group.phase != "fused":
             return False
         group.phase = "restoring"
+        if batch_size is not None:
+            group.restore_batch = batch_size
         seconds = self._restore_seconds(group.leader, len(group.members))
         self.events.emit(RESTORE, group.leader.pool, group.name, -1, reason,
                          f"{group.member_ids()}, {seconds:.6g} s")
 
         def reload():
             yield self.env.timeout(seconds)
-            group.phase = "splitting"
+            group.phase = "converting"
             self._attach(group.leader)
             group.leader.wake()
         self.env.process(reload())
@@ -212,76 +237,189 @@ class FusionCoordinator:
         if group.phase == "dropping":
             if inst is not group.leader:
                 if inst.instance_id not in group.parked and _quiet(inst):
-                    self._park(group, inst, step)
+                    self._park(group, inst)
             elif len(group.parked) == len(group.members) - 1 and _quiet(inst):
-                self._fuse(group, inst, step)
-        elif group.phase == "splitting" and inst is group.leader and _quiet(inst):
-            cap, _ = group.capacity[inst.instance_id]
-            if inst.kv.owned(GROWTH) <= cap:
-                self._split(group, inst, step)
+                return self._fuse(group, inst)
+            return 0.0
+        if inst is not group.leader or group.in_flight:
+            return 0.0
+        if group.stale:
+            return self._next_stale(group, inst)
+        if group.phase in ("fused", "restoring"):
+            self._detach(inst)  # nothing to exchange; restore attaches it again
+        elif group.phase == "converting" and _quiet(inst):
+            seconds = self._convert(group, inst) if group.mode != "recompute" else None
+            if seconds is None:
+                self._split(group, inst)
+                return 0.0
+            return seconds
         return 0.0
 
-    def _take_all(self, group: FusedGroup, inst: "Instance") -> list[Request]:
-        """Detach every running and waiting request of ``inst`` (running ones lose their KV
-        and will recompute), in a fixed order: decoding, prefilling, then waiting."""
+    def _take(self, group: FusedGroup, inst: "Instance") -> list[Request]:
+        """Detach ``inst``'s waiting requests and those mid-prefill (they re-prefill), and
+        pause its decoding ones with their KV — or, in ``recompute`` mode, detach them too
+        (their KV is freed). In a fixed order: decoding, prefilling, then waiting."""
         out = []
         for req in list(inst.running_requests()):
-            if req.phase == rq.DECODING or req.phase == rq.PREFILLING:
-                group.stale += 1
+            if req.phase == rq.DECODING:
+                group.stale_count += 1
+                if group.mode != "recompute":
+                    inst.pause(req)
+                    continue
             inst.detach(req, save_kv=False)
             out.append(req)
         for req in [r for _, r in sorted(inst.waiting)]:
             inst.detach(req, save_kv=False)
             out.append(req)
+        inst.settle_growth()
         return out
 
-    def _park(self, group: FusedGroup, inst: "Instance", step: int) -> None:
-        group.held.extend(self._take_all(group, inst))
+    def _park(self, group: FusedGroup, inst: "Instance") -> None:
+        group.held.extend(self._take(group, inst))
         group.parked.add(inst.instance_id)
         inst.set_fused()
         self._detach(inst)
         group.leader.wake()
 
-    def _fuse(self, group: FusedGroup, leader: "Instance", step: int) -> None:
-        stale_before = group.stale
-        taken = self._take_all(group, leader)
+    def _fuse(self, group: FusedGroup, leader: "Instance") -> float:
+        stale_before = group.stale_count
+        taken = self._take(group, leader)
         g = len(group.members)
         before = sum(m.kv.capacity for m in group.members)
         for m in group.members:
             group.capacity[m.instance_id] = (m.kv.capacity, m.kv.watermark)
-        for m in group.members[1:]:
-            m.resize_kv(0)
         blocks = self._fused_blocks(leader, g)
-        leader.resize_kv(blocks)
+        leader.resize_kv(blocks)  # first: at least g x a member's, so every stale block fits
+        stale = list(leader.paused.values())
+        for m in group.members[1:]:
+            for req in list(m.paused.values()):
+                m.give_paused(req, leader)
+                stale.append(req)
+            m.resize_kv(0)
         self._saved[leader.instance_id] = leader.swap_iteration_time(
             self._pipelined_time(leader, g), fast_forward=False)
         held, group.held = group.held, []
         for req in taken + held:
             leader.adopt(req)
         group.phase = "fused"
-        self._detach(leader)
+        group.stale.extend(stale)
+        handled = "recomputed" if group.mode == "recompute" else f"kept ({group.mode} exchange)"
         self.events.emit(DROP, leader.pool, leader.instance_id, -1, group.reason,
-                         f"{group.member_ids()}, blocks {before}->{blocks}, "
-                         f"{group.stale} stale recomputed ({group.stale - stale_before} on the leader)")
+                         f"{group.member_ids()}, blocks {before}->{blocks}, {group.stale_count} "
+                         f"stale {handled} ({group.stale_count - stale_before} on the leader)")
+        if group.mode == "blocking" and group.stale:
+            seconds = 0.0
+            while group.stale:
+                seconds += self._next_stale(group, leader)
+            return seconds
+        if not group.stale:
+            self._detach(leader)
+            return 0.0
+        return self._next_stale(group, leader)  # the first step starts now: nothing else may wake it
 
-    def _split(self, group: FusedGroup, leader: "Instance", step: int) -> None:
-        taken = self._take_all(group, leader)
+    def _next_stale(self, group: FusedGroup, leader: "Instance") -> float:
+        reqs = [group.stale.popleft() for _ in range(min(len(group.stale), group.exchange_batch))]
+        return self._exchange(group, leader, reqs, "stale")
+
+    def _exchange(self, group: FusedGroup, leader: "Instance", reqs: list[Request], why: str) -> float:
+        """Move the KV of ``reqs`` (paused on the leader) between the members: one step of at
+        most a batch, priced by ``perf.exchange.kv_exchange_seconds``. Live: they rejoin the
+        batch once it lands; blocking: at once, its seconds added to this iteration."""
+        batch = group.exchange_batch if why == "stale" else group.restore_batch
+        tokens = [r.prompt_tokens + r.generated for r in reqs]
+        seconds = float(self._exchange_seconds(leader, len(group.members), tokens, batch))
+        start = self.env.now
+        detail = (f"{group.member_ids()};requests={len(reqs)};tokens={sum(tokens)};"
+                  f"seconds={seconds!r};start={start!r}")
+        if group.mode == "blocking":
+            for r in reqs:
+                leader.adopt_running(r)
+            self.events.emit(EXCHANGE, leader.pool, leader.instance_id, -1, why, detail)
+            return seconds
+        group.in_flight = reqs
+
+        def land(_event) -> None:
+            group.in_flight = []
+            for r in reqs:
+                leader.adopt_running(r)
+            self.events.emit(EXCHANGE, leader.pool, leader.instance_id, -1, why, detail)
+        self.env.timeout(seconds).callbacks.append(land)
+        return 0.0
+
+    def _convert(self, group: FusedGroup, leader: "Instance") -> float | None:
+        """One restore step: convert up to a batch of decoding requests back to the members
+        with room for their whole sequence. None when every one is converted (split now)."""
+        for rid, (req, _) in list(group.converted.items()):
+            if req.phase == rq.DONE or req.instance is not leader:
+                del group.converted[rid]
+        pending = sorted((r for r in leader.decodes.members.values()
+                          if r.request_id not in group.converted), key=lambda r: r.request_id)
+        if not pending:
+            return None
+        assigned = {m.instance_id: 0 for m in group.members}
+        for req, member in group.converted.values():
+            assigned[member.instance_id] += whole_sequence_blocks(req, leader.block_size)
+        room = {m.instance_id: group.capacity[m.instance_id][0] - group.capacity[m.instance_id][1]
+                for m in group.members}
+        limit = group.restore_batch if group.mode == "live" else len(pending)
+        chosen: list[Request] = []
+        for req in pending:
+            if len(chosen) == limit:
+                break
+            need = whole_sequence_blocks(req, leader.block_size)
+            fits = [m for m in group.members if assigned[m.instance_id] + need <= room[m.instance_id]]
+            if not fits:
+                continue
+            member = min(fits, key=lambda m: assigned[m.instance_id])  # ties: member order
+            assigned[member.instance_id] += need
+            group.converted[req.request_id] = (req, member)
+            chosen.append(req)
+        if not chosen:
+            return 0.0  # nothing fits a member yet: wait for requests to finish
+        for req in chosen:
+            leader.pause(req)
+        if group.mode == "live":
+            return self._exchange(group, leader, chosen, "convert")
+        batches = [chosen[i:i + group.restore_batch] for i in range(0, len(chosen), group.restore_batch)]
+        return sum(self._exchange(group, leader, b, "convert") for b in batches)
+
+    def _split(self, group: FusedGroup, leader: "Instance") -> None:
+        taken = []
+        for req in list(leader.running_requests()):  # decoding (recompute mode) or mid-prefill
+            if req.phase == rq.PREFILLING or group.mode == "recompute":
+                leader.detach(req, save_kv=False)
+                taken.append(req)
+        for req in [r for _, r in sorted(leader.waiting)]:
+            leader.detach(req, save_kv=False)
+            taken.append(req)
+        moving = []
+        for req in list(leader.decodes.members.values()):
+            member = group.converted[req.request_id][1]
+            if member is not leader:
+                leader.pause(req)
+                moving.append((req, member))
+        leader.settle_growth()
         fn, ff = self._saved.pop(leader.instance_id)
         leader.swap_iteration_time(fn, fast_forward=ff)
-        for m in group.members:
-            blocks, watermark = group.capacity[m.instance_id]
-            m.resize_kv(blocks, watermark)
+        for m in group.members[1:]:  # followers first: the leader's blocks move there
+            m.resize_kv(*group.capacity[m.instance_id])
+        for req, member in moving:
+            leader.give_paused(req, member)
+            member.adopt_running(req)
+        leader.resize_kv(*group.capacity[leader.instance_id])
         for m in group.members[1:]:
             if m.state == FUSED:
                 m.set_ready()
         del self.groups[group.name]
         for m in group.members:
             self._member_of.pop(m.instance_id, None)
+            m.group = ""
         self._detach(leader)
         for req in taken:  # before this boundary's admission, so the leader admits its share
             self._place(req)
         self.events.emit(SPLIT, leader.pool, leader.instance_id, -1, "restore done",
-                         f"{group.member_ids()}, {len(taken)} requests placed again")
+                         f"{group.member_ids()}, {len(moving)} requests moved with their KV, "
+                         f"{len(taken)} placed again")
 
     def _attach(self, inst: "Instance") -> None:
         if self not in inst.mechanisms:
@@ -305,9 +443,9 @@ def _drop(cluster: "Cluster", action: DropParameters) -> None:
     members = [cluster.instance(i) for i in action.instances]
     if any(m is None or m.state == STOPPED for m in members):
         return
-    cluster.fusion.drop(members, action.reason)
+    cluster.fusion.drop(members, action.reason, action.stale_requests, action.exchange_batch_size)
 
 
 @applies(RestoreParameters)
 def _restore(cluster: "Cluster", action: RestoreParameters) -> None:
-    cluster.fusion.restore(action.group, action.reason)
+    cluster.fusion.restore(action.group, action.reason, action.batch_size)
