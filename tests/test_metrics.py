@@ -116,7 +116,8 @@ def test_requests_table_rejects_unknown_status():
 
 
 TS_ROW = dict(time=1.0, pool="mixed", provisioning=1, loading=0, ready=2, draining=0, waiting=5,
-              running=7, kv_utilization=0.5, max_num_seqs=64.0, tokens_per_s=1200.0)
+              running=7, kv_utilization=0.5, max_num_seqs=64.0, tokens_per_s=1200.0,
+              fused_members=0)
 
 
 def test_timeseries_table_schema_and_errors():
@@ -256,3 +257,9 @@ def test_format_summary_lists_classes_and_cluster_line():
     assert "-" in body["offline"]
     assert len({len(line) for line in lines[:-1]}) == 1  # fixed width
     assert lines[-1] == "GPU-hours 3.5  cost $10.00  goodput/GPU-hour 80 tokens"  # 281 / 3.5
+
+
+def test_a_timeseries_from_before_the_fused_column_reads_with_zeros():
+    older = timeseries_table([{k: v for k, v in TS_ROW.items() if k != "fused_members"}])
+    assert list(older.fused_members) == [0]
+    assert list(older.columns)[-1] == "fused_members"

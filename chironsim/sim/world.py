@@ -131,6 +131,7 @@ class Simulation:
                 "kv_utilization": (sum(v.kv_utilization for v in ready) / len(ready)) if ready else math.nan,
                 "max_num_seqs": (sum(v.max_num_seqs for v in ready) / len(ready)) if ready else math.nan,
                 "tokens_per_s": (tokens - previous) / self.sample_interval_s if now > 0 else 0.0,
+                "fused_members": sum(1 for v in views if v.group),
             })
 
     def _global_waiting(self, pool: str) -> int:
