@@ -24,13 +24,16 @@ from chironsim.config_base import StrictModel
 from chironsim.errors import UnknownNameError
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.chiron import ChironPolicyConfig, build_chiron
+from chironsim.policies.kunserve.config import KunServePolicyConfig
+from chironsim.policies.kunserve.policy import build_kunserve
 from chironsim.policies.llumnix.config import LlumnixPolicyConfig
 from chironsim.policies.llumnix.policy import build_llumnix
 from chironsim.policies.reactive import ReactivePolicyConfig, build_reactive
 from chironsim.policies.static import StaticPolicyConfig, build_static
 
 PolicyConfig = Annotated[
-    StaticPolicyConfig | ReactivePolicyConfig | ChironPolicyConfig | LlumnixPolicyConfig,
+    StaticPolicyConfig | ReactivePolicyConfig | ChironPolicyConfig | LlumnixPolicyConfig
+    | KunServePolicyConfig,
     Field(discriminator="kind")
 ]
 
@@ -76,3 +79,4 @@ register_policy("static", StaticPolicyConfig, build_static)
 register_policy("reactive", ReactivePolicyConfig, build_reactive)
 register_policy("chiron", ChironPolicyConfig, build_chiron)
 register_policy("llumnix", LlumnixPolicyConfig, build_llumnix)
+register_policy("kunserve", KunServePolicyConfig, build_kunserve)

@@ -4,8 +4,7 @@ The specification is ``reference/README.md`` (KunServe) as corrected by issue 10
 evidence in ``reference/llumnix_kunserve.md`` part B; each field says where its default comes
 from, and a default the sources do not give is marked as a reconstruction.
 
-Not registered yet: ``chironsim/policies/registry.py`` does not know ``kunserve`` until the
-fused-group mechanism exists (issue 10 item 1) and the wiring step adds it. The mechanism's own
+Registered in ``chironsim/policies/registry.py`` (built by :mod:`.policy`). The mechanism's own
 costs (stage times, hops, exchange and restore durations) are ``chironsim.perf.pipeline``,
 ``chironsim.perf.drop`` and ``chironsim.perf.exchange``, not settings here.
 """
@@ -44,11 +43,11 @@ class KunServePolicyConfig(ConfigModel):
     group_size: GroupSize = Field(
         2, description="instances per group, g (reference README: default 2; the released code's "
         "--group-size, B.1)")
-    drop_plan: Literal["static", "greedy"] = Field(
+    drop_plan: Literal["static"] = Field(
         "static", description="'static': fixed groups of group_size, the whole group drops (the "
-        "released code, B.1); 'greedy': the smallest groups, up to group_size, that free the "
-        "memory the overloaded instances need (a reconstruction: the paper's O(N log N) greedy "
-        "algorithm is not published, B.1 and D.2)")
+        "released code, B.1). The greedy plan (chironsim.policies.kunserve.plan, a "
+        "reconstruction) is not an option yet: it needs each group size's gain in blocks, "
+        "which the views do not carry")
 
     # --- triggers ---------------------------------------------------------------------------
     usage_sample_interval: PolicyInterval = Field(

@@ -1,0 +1,184 @@
+"""The ``kunserve`` policy: the decision functions wired to the fused-group mechanism.
+
+Three pieces share one :class:`Groups` record:
+
+- :class:`Sampler`, every ``usage_sample_interval`` (0.5 s): one :class:`UsageSample` per
+  independent instance and one per fused group (its leader's report: the leader's allocator is
+  the group's pooled KV after the drop), pushed into a :class:`UsageWindow` each (15 s). A
+  group that changes shape (drops, splits) starts a new window under its leader's id.
+- :class:`Checker`, every ``drop_check_interval`` (0.1 s): fresh samples of the same kind from
+  its own view, then :func:`.triggers.drop_decisions` over the independent static groups (per
+  group, or every group once one triggers with ``trigger_scope: all_groups``) and
+  :func:`.triggers.restore_decisions` over the fused ones, issued as
+  :class:`~chironsim.contract.actions.DropParameters` (the group's first member leads; its
+  stale-request mode and exchange batch size from this config) and
+  :class:`~chironsim.contract.actions.RestoreParameters` (with ``restore_batch_size``).
+- :class:`GroupRouter`: an arrival goes to the group with the fewest outstanding requests
+  (:func:`.dispatch.pick_group`; a fused group is its leader, the only member that takes
+  requests), and inside an unfused group to its member with the fewest outstanding.
+
+Simplification: the mechanism does not expose micro-batch queues. A fused leader cuts each
+round's batch into g balanced micro-batches (prefill tokens split evenly, decodes ⌈d/g⌉/⌊d/g⌋,
+:mod:`chironsim.sim.mechanisms.fusion`), which is where placing each request on the queue with
+the fewest unfinished requests and moving (max − min)/2 decodes converge; so the router's
+second step (:func:`.dispatch.pick_queue`) has nothing to choose and is not called.
+
+Groups are static (the released code's ``--group-size``): consecutive instances of a pool, in
+creation order, ``group_size`` each. Both tickers read load reports only (``observes =
+"load"``), which say each instance's state and group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from chironsim.contract.actions import Action, DropParameters, RestoreParameters
+from chironsim.contract.load import LoadReport
+from chironsim.contract.states import READY
+from chironsim.contract.views import ClusterView, InstanceView, RequestView
+from chironsim.policies.bundle import PolicyBundle
+from chironsim.policies.kunserve.config import KunServePolicyConfig
+from chironsim.policies.kunserve.dispatch import pick_group
+from chironsim.policies.kunserve.plan import static_groups
+from chironsim.policies.kunserve.sample import UsageSample
+from chironsim.policies.kunserve.triggers import drop_decisions, restore_decisions
+from chironsim.policies.kunserve.window import UsageWindow
+
+#: The policy's stale-request modes → the mechanism's (sim.config.FusionConfig)
+STALE_MODE = {"live_exchange": "live", "blocking_exchange": "blocking", "recompute": "recompute"}
+
+
+def usage_sample(report: LoadReport) -> UsageSample:
+    """An instance's (or fused group's, from its leader) KV state as the trigger reads it:
+    demanded = blocks in use + blocks its queued requests need (B.2's waiting + swapped +
+    running)."""
+    pending = int(round(report.waiting_prompt_blocks))
+    used = report.total_blocks - report.free_blocks
+    return UsageSample(report.instance_id, used + pending, max(1, report.total_blocks),
+                       max(0, report.free_blocks), pending, report.waiting)
+
+
+class Groups:
+    """What the pieces share: each instance's static group key and the usage windows."""
+
+    def __init__(self, cfg: KunServePolicyConfig) -> None:
+        self.cfg = cfg
+        self.key: dict[str, str] = {}  # instance id -> static group key (its first member)
+        self.windows: dict[str, UsageWindow] = {}  # by instance id, or a fused group's leader
+        self.fused_seen: set[str] = set()  # leaders whose window restarted at the drop
+
+    def static(self, view: ClusterView) -> dict[str, list[tuple[LoadReport, ...]]]:
+        """Per pool, the static groups of its instances' reports (creation order)."""
+        out = {}
+        for name, pool in view.pools.items():
+            by_id = {r.instance_id: r for r in pool.load}
+            groups = static_groups([r.instance_id for r in pool.load], self.cfg.group_size)
+            for members in groups:
+                for member in members:
+                    self.key[member] = members[0]
+            out[name] = [tuple(by_id[i] for i in members) for members in groups]
+        return out
+
+    def window(self, key: str) -> UsageWindow:
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = UsageWindow(self.cfg.window_samples)
+        return window
+
+    def observe_shape(self, view: ClusterView) -> None:
+        """Restart a leader's window when its group forms and when it splits."""
+        leaders = {r.group for pool in view.pools.values() for r in pool.load if r.group}
+        for leader in leaders - self.fused_seen:
+            self.window(leader).clear()
+        for leader in self.fused_seen - leaders:
+            self.window(leader).clear()
+        self.fused_seen = leaders
+
+
+def _independent(members: Sequence[LoadReport]) -> bool:
+    return all(r.state == READY and not r.group for r in members)
+
+
+class Sampler:
+    """Pushes every instance's (or fused group's) usage into its window."""
+
+    observes = "load"
+
+    def __init__(self, cfg: KunServePolicyConfig, groups: Groups) -> None:
+        self.interval = cfg.usage_sample_interval
+        self.groups = groups
+
+    def on_tick(self, view: ClusterView) -> list[Action]:
+        groups = self.groups
+        groups.observe_shape(view)
+        for pool in view.pools.values():
+            for report in pool.load:
+                if report.state == READY:  # a fused group's leader reports for the group
+                    groups.window(report.instance_id).push(usage_sample(report).usage)
+        return []
+
+
+class Checker:
+    """Drop and restore decisions every ``drop_check_interval``."""
+
+    observes = "load"
+
+    def __init__(self, cfg: KunServePolicyConfig, groups: Groups) -> None:
+        self.cfg = cfg
+        self.interval = cfg.drop_check_interval
+        self.groups = groups
+
+    def on_tick(self, view: ClusterView) -> list[Action]:
+        cfg, groups = self.cfg, self.groups
+        groups.observe_shape(view)
+        actions: list[Action] = []
+        for pool, static in groups.static(view).items():
+            independent = {k: [usage_sample(r) for r in members]
+                           for k, members in enumerate(static) if _independent(members)}
+            for decision in drop_decisions(independent, cfg):
+                members = static[decision.group]
+                votes = sum(s.usage >= cfg.drop_usage and s.pending_blocks >= s.free_blocks
+                            for s in independent[decision.group])
+                actions.append(DropParameters(
+                    tuple(r.instance_id for r in members),
+                    reason=f"{votes} of {len(members)} members at usage >= {cfg.drop_usage:g} "
+                    "with queued demand >= free blocks" + (
+                        "" if votes else f" (trigger_scope {cfg.trigger_scope})"),
+                    stale_requests=STALE_MODE[cfg.stale_requests],
+                    exchange_batch_size=cfg.exchange_batch_size))
+            leaders = [r for r in view.pools[pool].load
+                       if r.group == r.instance_id and r.state == READY]
+            fused = {k: (usage_sample(r), groups.window(r.instance_id)) for k, r in enumerate(leaders)}
+            for decision in restore_decisions(fused, cfg):
+                leader = leaders[decision.group]
+                actions.append(RestoreParameters(
+                    leader.instance_id, reason=f"no queue, usage {fused[decision.group][0].usage:.3g} "
+                    f"<= {cfg.restore_usage:g} and falling", batch_size=cfg.restore_batch_size))
+        return actions
+
+
+class GroupRouter:
+    """The group with the fewest outstanding requests, then its least-loaded ready member."""
+
+    def __init__(self, groups: Groups) -> None:
+        self.groups = groups
+
+    def route(self, request: RequestView, candidates: Sequence[InstanceView]) -> str | None:
+        key = self.groups.key
+        members: dict[str, list[InstanceView]] = {}
+        for inst in candidates:
+            members.setdefault(inst.group or key.get(inst.instance_id, inst.instance_id), []).append(inst)
+        names = list(members)  # candidates' order: ties go to the earlier group
+        chosen = pick_group({i: sum(v.outstanding for v in members[name]) for i, name in enumerate(names)})
+        assert chosen is not None  # candidates are never empty
+        group = members[names[chosen]]
+        return min(group, key=lambda v: v.outstanding).instance_id  # ties: the earlier member
+
+
+def build_kunserve(cfg: KunServePolicyConfig, rng: np.random.Generator) -> PolicyBundle:
+    groups = Groups(cfg)
+    return PolicyBundle(router=GroupRouter(groups), autoscalers=[Sampler(cfg, groups), Checker(cfg, groups)],
+                        name=cfg.kind)
+
