@@ -6,7 +6,7 @@ its "falling" test), :mod:`.triggers` (drop and restore decisions, per group or 
 :mod:`.dispatch` (group, then micro-batch queue; prefill placement and decode rebalancing), and
 :mod:`.plan` (static groups and the greedy drop plan, a reconstruction). Specification:
 ``reference/README.md`` (KunServe) with issue 10's corrections; evidence
-``reference/llumnix_kunserve.md`` part B. Nothing here imports SimPy or ``chironsim.sim``: turning
-the decisions into the fused-group mechanism's actions and registering the policy is the wiring
-step's job.
+``reference/llumnix_kunserve.md`` part B. Nothing here imports SimPy or ``chironsim.sim``;
+:mod:`.policy` turns the decisions into the fused-group mechanism's actions (registered as
+``kunserve``).
 """
