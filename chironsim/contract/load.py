@@ -29,8 +29,10 @@ class RunningRequest:
 
     ``tokens`` is the sequence length so far (prompt + generated): what the released code's
     shortest/longest-running choices sort by (``seq_group.get_seqs()[0].get_len()``). ``blocks``
-    is the KV it holds (what a migration must copy). ``start`` orders admission on this
-    instance (larger = admitted later), so "last running" is the largest ``start``.
+    is the KV it holds (what a migration must copy). ``start`` orders the running queue (larger
+    = later): the request's arrival time, since the released code's engine keeps its running
+    queue in arrival order (vLLM 0.4.2 FCFS) and a migrated request keeps its arrival; so "last
+    running" is the latest arrival, not the latest to join this instance.
     ``movable`` is false while the request is still prefilling or already migrating out: the
     released code picks decode-phase requests only, and a request moves at most once at a time.
     """
@@ -39,7 +41,7 @@ class RunningRequest:
     priority: int
     tokens: int
     blocks: int
-    start: int
+    start: float
     movable: bool = True
 
 
@@ -49,9 +51,9 @@ RequestChoice = Literal["last_running", "shortest_running"]
 def choose_request(running: Sequence[RunningRequest], choice: RequestChoice,
                    low_priority_first: bool = False) -> RunningRequest | None:
     """The running request a source gives up, among the movable ones (decoding, not already
-    migrating; the code excludes prefilling requests): ``last_running`` = admitted last
-    (37d8e5ea ``LCFS``), ``shortest_running`` = shortest sequence so far (v0.1.0 ``SR``). Ties
-    fall to the smaller request id. ``None`` when nothing can move."""
+    migrating; the code excludes prefilling requests): ``last_running`` = last in the running
+    queue, i.e. the latest arrival (37d8e5ea ``LCFS``), ``shortest_running`` = shortest sequence
+    so far (v0.1.0 ``SR``). Ties fall to the smaller request id. ``None`` when nothing can move."""
     movable = [r for r in running if r.movable]
     if low_priority_first and movable:
         lowest = max(r.priority for r in movable)  # a larger number is a lower priority

@@ -190,7 +190,11 @@ class MigrationCoordinator:
             return inst.waiting_head()
         candidates = {r.request_id: r for r in inst.running_requests()
                       if r.phase == rq.DECODING and r.request_id not in self._moving}
-        running = [RunningRequest(r.request_id, r.priority, inst.context_of(r), 0, r.join_step)
+        # Admission order is arrival order, as in the released code's engine (vLLM 0.4.2 keeps
+        # its running queue sorted FCFS by arrival every step, and a migrated request keeps its
+        # arrival time). Ordering by when a request joined *this* instance made a request that
+        # had just migrated in the "last running" one and the first to leave again (ping-pong).
+        running = [RunningRequest(r.request_id, r.priority, inst.context_of(r), 0, r.arrival)
                    for r in candidates.values()]
         chosen = choose_request(running, action.pick, action.low_priority_first)  # type: ignore[arg-type]
         return None if chosen is None else candidates[chosen.request_id]
