@@ -460,3 +460,24 @@ def test_a_trace_driven_run_longer_than_its_sample_bound_stops_cleanly(
     monkeypatch.setattr(world, "MAX_TIMESERIES_ROWS", 1000)
     assert main(["run", str(tmp_path / "scenario.yaml"), "--quiet", "--no-plots",
                  "--out", str(tmp_path / "out")]) == 0
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("gpu", ["a100", "a100-40gb", "a10", "a10g"])
+def test_fp8_weights_need_a_gpu_with_fp8(gpu: str) -> None:
+    model = "qwen2.5-7b" if gpu.startswith("a10") and not gpu.startswith("a100") else "llama-3-8b"
+    err = rejected(changed(**{"cluster.gpu": gpu, "cluster.model": model, "cluster.pools.default.dtype": "fp8"}))
+    assert "cluster.pools.default.dtype: dtype fp8 needs FP8 tensor cores" in err and "fp8_tflops is null" in err
+
+
+@pytest.mark.parametrize("gpu", ["a100", "h100-sxm", "l40s", "mi300x"])
+def test_an_fp8_kv_cache_is_accepted_on_every_gpu(gpu: str) -> None:
+    parse_config(changed(**{"cluster.gpu": gpu, "cluster.kv_cache_dtype": "fp8"}), "scenario.yaml")
+
+
+def test_fp8_weights_let_a_model_fit_that_bf16_does_not() -> None:
+    big = {"cluster.gpu": "h200", "cluster.model": "llama-3-70b"}
+    assert "does not fit on 1 x H200" in rejected(changed(**big))
+    parse_config(changed(**big, **{"cluster.pools.default.dtype": "fp8"}), "scenario.yaml")

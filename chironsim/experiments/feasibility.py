@@ -20,6 +20,7 @@ from chironsim.errors import ChironError
 from chironsim.experiments.messages import KeyPath, dotted
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.perf.memory import kv_capacity_blocks
+from chironsim.perf.precision import Precision
 from chironsim.sim.config import ClusterConfig
 from chironsim.workload.volume import workload_problems
 
@@ -36,8 +37,9 @@ def feasibility_problems(config: ScenarioConfig) -> list[Problem]:
 
 
 def hardware_problems(cluster: ClusterConfig) -> list[Problem]:
-    """Unknown GPU or model names, tensor-parallel degrees the model or node cannot take, and
-    pools whose model leaves no room for a KV block.
+    """Unknown GPU or model names, tensor-parallel degrees the model or node cannot take, FP8
+    weights on a GPU without FP8 tensor cores, and pools whose model leaves no room for a KV
+    block (at the pool's weight and KV-cache dtypes).
 
     The fit check is the one the cluster makes when it builds the pool (same engine settings),
     done here so that it fails before the run rather than when the simulation starts.
@@ -63,11 +65,16 @@ def hardware_problems(cluster: ClusterConfig) -> list[Problem]:
         if pool.tp not in allowed:
             problems.append(((*key, "tp"), _tp_problem(pool.tp, model, gpu, allowed)))
             continue
+        precision = Precision(*cluster.precision_of(name))
+        why = precision.problem(gpu)
+        if why is not None:
+            problems.append(((*key, "dtype") if pool.dtype else ("cluster", "dtype"), why))
+            continue
         engine = pool.engine or cluster.engine
         reserve = None if engine.activation_reserve_gb is None else int(engine.activation_reserve_gb * _GIB)
         try:
             kv_capacity_blocks(model, gpu, pool.tp, engine.gpu_memory_utilization,
-                               engine.block_size, reserve)
+                               engine.block_size, reserve, precision)
         except ChironError as err:
             problems.append((key, str(err)))
     return problems

@@ -109,6 +109,9 @@ def run(
         "wall_seconds": wall,
         "requests": sim.arrived,
         "policy": bundle.name,
+        # each pool's resolved weight and KV-cache dtypes (a pool inherits the cluster's)
+        "precision": {name: {"dtype": spec.precision.weights, "kv_cache_dtype": spec.precision.kv_cache}
+                      for name, spec in sim.cluster.pools.items()},
     }
     return Result.from_records(
         sim.request_records, sim.cluster.instance_records, sim.timeseries, sim.events,

@@ -28,20 +28,21 @@ from chironsim.catalog.specs import GPU, Model
 from chironsim.errors import ConfigError
 from chironsim.perf.memory import estimate_activation_bytes, kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.pipeline import stage_layers
-from chironsim.perf.roofline import DTYPE_BYTES
+from chironsim.perf.precision import BF16, Precision
+from chironsim.perf.precision import layer_weight_bytes as _layer_weight_bytes
+from chironsim.perf.precision import model_weight_bytes
 
 
-def layer_weight_bytes(model: Model) -> int:
+def layer_weight_bytes(model: Model, precision: Precision = BF16) -> int:
     """Bytes of one decoder layer's weights over a whole replica (every expert counted): what a
-    member frees per layer it drops; ÷ tp per GPU."""
-    params = (model.attention_params_per_layer + model.num_experts * model.expert_params
-              + model.router_params_per_layer + 2 * model.hidden_size)
-    return params * DTYPE_BYTES
+    member frees per layer it drops; ÷ tp per GPU. At `precision`'s weight dtype (the linear
+    layers; norms and router stay BF16)."""
+    return _layer_weight_bytes(model, precision)
 
 
-def droppable_weight_bytes(model: Model) -> int:
+def droppable_weight_bytes(model: Model, precision: Precision = BF16) -> int:
     """W: bytes of the per-layer weights of one member (all L layers), over its tp GPUs."""
-    return model.num_layers * layer_weight_bytes(model)
+    return model.num_layers * layer_weight_bytes(model, precision)
 
 
 def fused_capacity_tokens(kv_bytes: float, layer_stack_bytes: float, kv_bytes_per_token: float,
@@ -54,17 +55,17 @@ def fused_capacity_tokens(kv_bytes: float, layer_stack_bytes: float, kv_bytes_pe
 
 
 def member_kv_bytes(model: Model, gpu: GPU, tp: int, gpu_memory_utilization: float = 0.9,
-                    activation_reserve_bytes: int | None = None) -> float:
+                    activation_reserve_bytes: int | None = None, precision: Precision = BF16) -> float:
     """M_kv of one member, over its tp GPUs: chironsim.perf.memory's free memory before the
     drop (also checks, with the same message, that the model fits at all)."""
-    kv_capacity_blocks(model, gpu, tp, gpu_memory_utilization, 1, activation_reserve_bytes)
+    kv_capacity_blocks(model, gpu, tp, gpu_memory_utilization, 1, activation_reserve_bytes, precision)
     reserve = estimate_activation_bytes(model, tp) if activation_reserve_bytes is None else activation_reserve_bytes
-    return gpu.memory_bytes * gpu_memory_utilization * tp - model.weight_bytes(DTYPE_BYTES) - reserve
+    return gpu.memory_bytes * gpu_memory_utilization * tp - model_weight_bytes(model, precision) - reserve
 
 
 def fused_kv_capacity_blocks(model: Model, gpu: GPU, tp: int, group_size: int,
                              gpu_memory_utilization: float = 0.9, block_size: int = 16,
-                             activation_reserve_bytes: int | None = None) -> int:
+                             activation_reserve_bytes: int | None = None, precision: Precision = BF16) -> int:
     """Blocks of `block_size` tokens (each over all L layers, as before the drop) a fused group
     of `group_size` members holds: what the group's allocator resizes to.
 
@@ -75,18 +76,20 @@ def fused_kv_capacity_blocks(model: Model, gpu: GPU, tp: int, group_size: int,
     the drop (floor(g·x) ≥ g·floor(x)).
     """
     layers = stage_layers(model.num_layers, group_size)
-    free = member_kv_bytes(model, gpu, tp, gpu_memory_utilization, activation_reserve_bytes)
-    full_block = kv_block_bytes(model, block_size, tp)
+    free = member_kv_bytes(model, gpu, tp, gpu_memory_utilization, activation_reserve_bytes, precision)
+    full_block = kv_block_bytes(model, block_size, tp, precision)
     per_layer_block = full_block // model.num_layers  # exact: kv_block_bytes is a multiple of L
-    per_layer = layer_weight_bytes(model)
+    per_layer = layer_weight_bytes(model, precision)
     return min(int((free + (model.num_layers - kept) * per_layer) // (kept * per_layer_block))
                for kept in layers)
 
 
 def fused_blocks_gained(model: Model, gpu: GPU, tp: int, group_size: int, gpu_memory_utilization: float = 0.9,
-                        block_size: int = 16, activation_reserve_bytes: int | None = None) -> int:
+                        block_size: int = 16, activation_reserve_bytes: int | None = None,
+                        precision: Precision = BF16) -> int:
     """Blocks a drop adds to a group of `group_size` members: fused capacity − g × one member's
     (what the greedy drop plan weighs against the memory it needs)."""
-    before = kv_capacity_blocks(model, gpu, tp, gpu_memory_utilization, block_size, activation_reserve_bytes)
+    before = kv_capacity_blocks(model, gpu, tp, gpu_memory_utilization, block_size, activation_reserve_bytes,
+                                precision)
     return fused_kv_capacity_blocks(model, gpu, tp, group_size, gpu_memory_utilization, block_size,
-                                    activation_reserve_bytes) - group_size * before
+                                    activation_reserve_bytes, precision) - group_size * before

@@ -29,17 +29,17 @@ from chironsim.errors import ConfigError
 from chironsim.perf.comm import CommModel
 from chironsim.perf.drop import layer_weight_bytes
 from chironsim.perf.pipeline import stage_layers
-from chironsim.perf.roofline import DTYPE_BYTES
+from chironsim.perf.precision import BF16, Precision
 
 #: requests exchanged (or converted back) per pipeline step: the released code's
 #: exchange_batch_size and restore_batch_size (reference/llumnix_kunserve.md B.2)
 EXCHANGE_BATCH_SIZE = 8
 
 
-def kv_bytes_per_token_per_gpu(model: Model, tp: int) -> int:
+def kv_bytes_per_token_per_gpu(model: Model, tp: int, precision: Precision = BF16) -> int:
     """κ of one GPU: K and V of every layer for the KV heads that GPU holds (replicated when tp
-    exceeds the KV heads, as chironsim.perf.memory counts them)."""
-    return 2 * model.num_layers * model.kv_heads_per_gpu(tp) * model.head_dim * DTYPE_BYTES
+    exceeds the KV heads, as chironsim.perf.memory counts them), at the KV cache's element size."""
+    return 2 * model.num_layers * model.kv_heads_per_gpu(tp) * model.head_dim * precision.kv_bytes
 
 
 def kv_exchange_bytes(tokens, kv_bytes_per_token: float, group_size: int):
@@ -59,23 +59,26 @@ def exchange_batches(tokens: Iterable[int], batch_size: int = EXCHANGE_BATCH_SIZ
 
 
 def kv_exchange_seconds(comm: CommModel, model: Model, tp: int, group_size: int, tokens: Sequence[int],
-                        same_node: bool = True, batch_size: int = EXCHANGE_BATCH_SIZE) -> float:
+                        same_node: bool = True, batch_size: int = EXCHANGE_BATCH_SIZE,
+                        precision: Precision = BF16) -> float:
     """Seconds of one exchange step moving the stale requests of `tokens` tokens each (one
     batch of at most `batch_size`; `exchange_batches` cuts them): one send/recv of
     Σ T·κ_gpu·(g−1)/g bytes per GPU."""
     if len(tokens) > batch_size:
         raise ConfigError(f"one exchange step moves at most {batch_size} requests, got {len(tokens)}")
-    total = kv_exchange_bytes(sum(tokens), kv_bytes_per_token_per_gpu(model, tp), group_size)
+    total = kv_exchange_bytes(sum(tokens), kv_bytes_per_token_per_gpu(model, tp, precision), group_size)
     return comm.send_recv(total, same_node)
 
 
-def restore_bytes_per_gpu(model: Model, tp: int, group_size: int) -> tuple[float, ...]:
+def restore_bytes_per_gpu(model: Model, tp: int, group_size: int,
+                          precision: Precision = BF16) -> tuple[float, ...]:
     """Bytes each member's GPUs reload: the (L − L_i) dropped layers, 1/tp of each."""
-    layer = layer_weight_bytes(model) / tp
+    layer = layer_weight_bytes(model, precision) / tp
     return tuple((model.num_layers - kept) * layer for kept in stage_layers(model.num_layers, group_size))
 
 
-def restore_seconds(comm: CommModel, model: Model, tp: int, group_size: int, same_node: bool = True) -> float:
+def restore_seconds(comm: CommModel, model: Model, tp: int, group_size: int, same_node: bool = True,
+                    precision: Precision = BF16) -> float:
     """Seconds until every member holds all L layers again: the slowest member's reload of its
     dropped layers from its peers over its link (the members reload at the same time)."""
-    return max(comm.send_recv(b, same_node) for b in restore_bytes_per_gpu(model, tp, group_size))
+    return max(comm.send_recv(b, same_node) for b in restore_bytes_per_gpu(model, tp, group_size, precision))

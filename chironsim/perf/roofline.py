@@ -33,10 +33,11 @@ from chironsim.catalog.specs import GPU, Model
 from chironsim.errors import ConfigError
 from chironsim.perf.comm import CommModel
 from chironsim.perf.efficiency import Efficiency, comm_for_gpu
+from chironsim.perf.precision import BF16, Precision
 
 ArrayLike = Union[float, int, np.ndarray]
 
-DTYPE_BYTES = 2  # BF16 weights, activations and KV cache
+DTYPE_BYTES = 2  # BF16 activations; and weights and KV cache at the default precision
 FLASH_QUERY_TILE = 128  # FlashAttention re-reads the cached K/V once per tile of query rows
 #: element-wise kernels per layer by kind: input and post-attention RMSNorm, RoPE, SiLU-and-mul, residual add
 ELEMENTWISE_COUNTS = {"norm": 2, "rope": 1, "act": 1, "add": 1}
@@ -66,14 +67,19 @@ class IterationTimeModel:
     """Seconds per engine iteration for one model replica on `tp` GPUs of one kind."""
 
     def __init__(self, model: Model, gpu: GPU, tp: int = 1, efficiency: Efficiency | None = None,
-                 comm: CommModel | None = None):
+                 comm: CommModel | None = None, precision: Precision = BF16):
         if tp < 1:
             raise ConfigError(f"tensor parallelism must be >= 1, got {tp}")
         eff = efficiency if efficiency is not None else Efficiency.for_gpu(gpu)
         self.model, self.gpu, self.tp, self.efficiency = model, gpu, tp, eff
+        self.precision = precision
         self.comm = comm if comm is not None else (comm_for_gpu(gpu) if tp > 1 else None)
         b = DTYPE_BYTES
         flops = gpu.bf16_flops * eff.gemm_compute
+        # the linear layers (QKV, O, MLP): weights at the weight dtype, FLOPs at its peak, with
+        # the same fitted efficiency (no FP8 profiles to fit; docs/latency-model.md, "Precision")
+        qflops = precision.gemm_flops(gpu) * eff.gemm_compute
+        wb = precision.weight_bytes
         hbm = gpu.hbm_bytes_per_s * eff.gemm_memory
         h = model.hidden_size
         q_dim = math.ceil(model.num_heads / tp) * model.head_dim
@@ -81,9 +87,10 @@ class IterationTimeModel:
         inter = model.intermediate_size / tp
         k = model.experts_per_token if model.is_moe else 1
 
-        def gemm(weights: float, act_width: float, tokens_per_row: float = 1.0):
+        def gemm(weights: float, act_width: float, tokens_per_row: float = 1.0, peak: float = qflops,
+                 weight_bytes: int = wb):
             # (seconds of compute per token, seconds to stream the weights, seconds per token of activations)
-            return (2 * tokens_per_row * weights / flops, weights * b / hbm, tokens_per_row * act_width * b / hbm)
+            return (2 * tokens_per_row * weights / peak, weights * weight_bytes / hbm, tokens_per_row * act_width * b / hbm)
 
         self._attn_gemms = (gemm(h * (q_dim + 2 * kv_dim), h + q_dim + 2 * kv_dim), gemm(q_dim * h, q_dim + h))
         mlp = (gemm(h * 2 * inter, h + 2 * inter, k), gemm(inter * h, inter + h, k))
@@ -94,9 +101,10 @@ class IterationTimeModel:
             self._num_experts, self._k = model.num_experts, model.experts_per_token
         else:
             self._dense_gemms = self._attn_gemms + mlp
-        self._lm_head = gemm(h * model.vocab_size / tp, h + model.vocab_size / tp)
+        # the LM head stays BF16 in FP8 checkpoints
+        self._lm_head = gemm(h * model.vocab_size / tp, h + model.vocab_size / tp, peak=flops, weight_bytes=b)
 
-        kv_token = 2 * kv_dim * b  # K and V bytes per token per layer on one GPU
+        kv_token = 2 * kv_dim * precision.kv_bytes  # K and V bytes per token per layer on one GPU
         self._attn_flops = 4 * q_dim / flops  # QK^T and PV, 2 FLOPs per multiply-add
         self._attn_read_per_work = kv_token / (FLASH_QUERY_TILE * hbm)
         self._attn_per_context = kv_token / hbm

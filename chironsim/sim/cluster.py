@@ -18,6 +18,7 @@ from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.drop import fused_kv_capacity_blocks
 from chironsim.perf.exchange import kv_exchange_seconds, restore_seconds
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
+from chironsim.perf.precision import BF16, Precision, model_weight_bytes
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
 from chironsim.contract.actions import Action
@@ -58,6 +59,8 @@ class PoolSpec:
     remote_seconds_per_block: float
     migration_seconds_per_block: float
     timer: IterationTimeModel | None = None  # the roofline behind iteration_time
+    precision: Precision = BF16  # weight and KV-cache dtypes (chironsim/perf/precision.py)
+    weight_bytes: int = 0  # all the replica's weights at its precision: what a cold start loads
 
     @classmethod
     def resolve(cls, name: str, pool: PoolConfig, cluster: ClusterConfig,
@@ -70,12 +73,13 @@ class PoolSpec:
         if engine_settings:
             engine = EngineConfig.model_validate({**engine.model_dump(), **engine_settings})
         reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
+        precision = Precision(pool.dtype or cluster.dtype, pool.kv_cache_dtype or cluster.kv_cache_dtype)
         capacity = kv_capacity_blocks(
-            model, gpu, pool.tp, engine.gpu_memory_utilization, engine.block_size, reserve
+            model, gpu, pool.tp, engine.gpu_memory_utilization, engine.block_size, reserve, precision
         )
-        block_bytes = kv_block_bytes(model, engine.block_size, pool.tp)
+        block_bytes = kv_block_bytes(model, engine.block_size, pool.tp, precision)
         host_blocks = int(engine.swap_space_gb * GIB * pool.tp // block_bytes)
-        perf = IterationTimeModel(model, gpu, pool.tp)
+        perf = IterationTimeModel(model, gpu, pool.tp, precision=precision)
         # Saved KV moved from another instance's host: the slower of the network and PCIe.
         remote_bw = min(cluster.kv_transfer_gbps * 1e9, gpu.host_link_bytes_per_s * pool.tp)
         return cls(
@@ -86,6 +90,7 @@ class PoolSpec:
             remote_seconds_per_block=block_bytes / remote_bw,
             # Each GPU of the replica sends its shard of a block over its own path at once.
             migration_seconds_per_block=block_bytes / pool.tp / (cluster.migration.bandwidth_gbps * 1e9),
+            precision=precision, weight_bytes=model_weight_bytes(model, precision),
         )
 
 
@@ -171,7 +176,8 @@ class Cluster:
         engine = spec.engine
         reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
         return fused_kv_capacity_blocks(spec.model, spec.gpu, spec.tp, group_size,
-                                        engine.gpu_memory_utilization, engine.block_size, reserve)
+                                        engine.gpu_memory_utilization, engine.block_size, reserve,
+                                        spec.precision)
 
     def _pipelined_time(self, leader: Instance, group_size: int) -> Callable:
         spec = self.pools[leader.pool]
@@ -181,14 +187,15 @@ class Cluster:
     def _restore_seconds(self, leader: Instance, group_size: int) -> float:
         spec = self.pools[leader.pool]
         return float(restore_seconds(comm_of(spec.timer), spec.model, spec.tp, group_size,
-                                     same_node(spec.gpu.gpus_per_node, spec.tp, group_size)))
+                                     same_node(spec.gpu.gpus_per_node, spec.tp, group_size),
+                                     spec.precision))
 
     def _exchange_seconds(self, leader: Instance, group_size: int, tokens: list[int],
                           batch_size: int) -> float:
         spec = self.pools[leader.pool]
         return float(kv_exchange_seconds(comm_of(spec.timer), spec.model, spec.tp, group_size, tokens,
                                          same_node(spec.gpu.gpus_per_node, spec.tp, group_size),
-                                         batch_size))
+                                         batch_size, spec.precision))
 
     def _cold_start(self, inst: Instance) -> simpy.events.Process:
         def lifecycle():
@@ -197,7 +204,7 @@ class Cluster:
             if inst.state != PROVISIONING:
                 return
             inst.set_loading()
-            load = self.store.load(self.pools[inst.pool].model.weight_bytes())
+            load = self.store.load(self.pools[inst.pool].weight_bytes)
             self._loads[inst.instance_id] = load
             loaded = yield load
             del self._loads[inst.instance_id]

@@ -125,6 +125,12 @@ class PoolConfig(ConfigModel):
     max_instances: InstanceCount = Field(
         MAX_INSTANCES, description="most instances the pool may hold (default: the cap per pool)")
     engine: EngineConfig | None = None
+    dtype: Literal["bf16", "fp8"] | None = Field(
+        None, description="weights of the linear layers: bf16, or fp8 (W8A8 at the GPU's FP8 "
+        "peak; a GPU without FP8 tensor cores is a config error); default the cluster's")
+    kv_cache_dtype: Literal["auto", "fp8"] | None = Field(
+        None, description="KV cache elements: auto (BF16, the activation dtype) or fp8 (one "
+        "byte, any GPU); default the cluster's")
     evict_lower_priority: bool = Field(
         False, description="when a higher-priority request cannot be admitted, evict running "
         "lower-priority ones: KV saved to host memory, request back to its queue (preemptible "
@@ -147,6 +153,11 @@ class ClusterConfig(ConfigModel):
     model: str = "llama-3-8b"
     gpu: str = "h100-sxm"
     engine: EngineConfig = EngineConfig()
+    dtype: Literal["bf16", "fp8"] = Field(
+        "bf16", description="weights of the linear layers (QKV, O, MLP): bf16 or fp8; "
+        "embeddings, LM head, norms and router stay BF16 (chironsim/perf/precision.py)")
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        "auto", description="KV cache elements: auto (BF16) or fp8 (half the bytes)")
     lifecycle: LifecycleConfig = LifecycleConfig()
     kv_transfer_gbps: Bandwidth = Field(
         12.5, description="bandwidth (GB/s) for moving saved KV between instances "
@@ -154,6 +165,11 @@ class ClusterConfig(ConfigModel):
     migration: MigrationConfig = MigrationConfig()
     fusion: FusionConfig = FusionConfig()
     pools: dict[str, PoolConfig] = Field(default_factory=lambda: {"default": PoolConfig()})
+
+    def precision_of(self, pool: str) -> tuple[str, str]:
+        """(dtype, kv_cache_dtype) of a pool: its own where it sets them, else the cluster's."""
+        config = self.pools[pool]
+        return (config.dtype or self.dtype, config.kv_cache_dtype or self.kv_cache_dtype)
 
     @model_validator(mode="after")
     def _has_pools(self) -> "ClusterConfig":
