@@ -6,8 +6,9 @@ Two knobs per pool, named as vLLM names them:
 - ``dtype`` (``bf16`` | ``fp8``): the linear layers' weights. FP8 is W8A8 as vLLM runs it on
   GPUs with FP8 tensor cores: the QKV, O and MLP (every expert's) weights are stored in one
   byte and their GEMMs run at the GPU's FP8 peak. What FP8 checkpoints leave in BF16 stays
-  BF16: the token embeddings, the LM head, the norms, the MoE router and the biases
-  (llm-compressor's FP8 recipes ignore ``lm_head`` and the router gates). Activations stay
+  BF16: the token embeddings, the LM head, the norms and the biases (llm-compressor's FP8
+  recipes quantise the ``Linear`` layers and ignore ``lm_head``); the MoE router gate is kept
+  in BF16 too (an assumption; it is small either way). Activations stay
   BF16, so do the all-reduce messages and the pipeline hops. A GPU whose catalog
   ``fp8_tflops`` is null has no FP8 tensor cores and is a config error (vLLM would fall back
   to weight-only W8A16 Marlin kernels there, a path chironsim does not model).

@@ -9,7 +9,9 @@ decode attention; the element-wise kernels (2 norms, RoPE, activation, residual 
 with its own bandwidth fraction and floor); and two tensor-parallel all-reduces priced by the
 measured, message-size dependent curves of chironsim/perf/comm.py. The iteration adds the LM
 head and a fixed overhead. Factors and curves are the GPU's own where it was profiled, else its
-reference GPU's (chironsim/perf/efficiency.py).
+reference GPU's (chironsim/perf/efficiency.py). A `Precision` (chironsim/perf/precision.py) sets
+the linear layers' weight bytes and peak (FP8 weights: one byte, the GPU's FP8 peak) and the KV
+bytes of attention; the LM head, activations and all-reduces stay BF16.
 
 Everything in a layer except attention depends only on the iteration's token count T, so that
 part is tabulated per integer T (numpy, grown on demand) and a call reads it; attention and the
