@@ -95,6 +95,9 @@ def test_md1_sample_path_is_lindley(md1):
         simulated = (req.ttft - pre).to_numpy()
         worst = np.abs(simulated - expected).max()
         assert worst < 1e-8, f"simulated waits differ from Lindley's recursion by up to {worst:.3g} s"
+        # queue_s (arrival to first admission) is that same wait, measured directly.
+        worst = np.abs(req.queue_s.to_numpy() - expected).max()
+        assert worst < 1e-8, f"queue_s differs from Lindley's recursion by up to {worst:.3g} s"
 
 
 def test_md1_mean_wait_matches_pollaczek_khinchine(md1):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from chironsim.metrics.histogram import LogHistogram
+
 from chironsim.experiments.runner import run
 from chironsim.sim.instance import GROWTH
 from scenarios import build_simulation, fixed, scenario, synthetic
@@ -63,6 +65,25 @@ def assert_requests_conserved(result) -> None:
     assert int(result.instances.requests_finished.sum()) == len(done)
     summary = result.summary.set_index("request_class").loc["all"]
     assert summary.requests == summary.finished + summary.rejected + summary.unfinished == len(req)
+    assert_itl_and_queue_consistent(req, result.manifest["itl_histograms"])
+
+
+def assert_itl_and_queue_consistent(req, histograms) -> None:
+    """Every inter-token gap is in the histograms exactly once: a request of n tokens gives
+    n − 1 gaps, whatever preempted, swapped or moved it; the largest gap is the largest
+    itl_max. queue_s is defined exactly for admitted requests and never exceeds the TTFT."""
+    for cls, rows in req.groupby("request_class", observed=True):
+        hist = LogHistogram.from_dict(histograms[cls]) if cls in histograms else LogHistogram()
+        assert min(hist.counts) >= 0
+        assert hist.count == int((rows.generated_tokens - 1).clip(lower=0).sum()), cls
+        if hist.count and (rows.status == "finished").all():
+            assert hist.maximum == rows.itl_max.max()
+    admitted = req.queue_s.notna()
+    assert (req.queue_s[admitted] >= 0).all()
+    assert not admitted[req.status == "rejected"].any()
+    assert admitted[req.generated_tokens > 0].all()
+    has_token = req.ttft.notna()
+    assert (req.queue_s[has_token] <= req.ttft[has_token]).all()
 
 
 @pytest.mark.parametrize("mode", ["recompute", "swap"])

@@ -148,6 +148,11 @@ def test_fast_forward_changes_nothing(fast_forward_pair):
     assert_frame_equal(on.requests, off.requests, check_exact=True, obj="requests")
     assert_frame_equal(on.events, off.events, check_exact=True, obj="events")
     assert_frame_equal(on.instances, off.instances, check_exact=True, obj="instances")
+    # Per-token ITL histograms (summary itl_*), ttft_p999 and queue_s/queue_p*: a stretch
+    # records every gap of its iterations in bulk, exactly as stepping records them one by one.
+    assert_frame_equal(on.summary, off.summary, check_exact=True, obj="summary")
+    assert on.manifest["itl_histograms"] == off.manifest["itl_histograms"]
+    assert on.summary.itl_p99.notna().all() and on.requests.queue_s.notna().any()
 
 
 def test_fast_forward_busy_seconds_bit_identical(fast_forward_pair):

@@ -153,7 +153,8 @@ def test_fast_forward_gives_identical_tables_with_a_fused_group():
     runs = []
     for ff in (True, False):
         sim, _ = run(specs, actions, instances=3, fast_forward=ff)
-        runs.append((list(sim.request_records), list(sim.events)))
+        runs.append((list(sim.request_records), list(sim.events),
+                     {c: h.to_dict() for c, h in sim.itl_recorder.by_class.items()}))
     assert len(events(sim, "drop")) == 2
     assert {e["reason"] for e in events(sim, "exchange")} == {"stale", "convert"}
     assert runs[0] == runs[1]
@@ -182,6 +183,13 @@ def test_random_drops_and_restores_conserve_requests_and_blocks(data):
     assert sorted(r.request_id for r in sim.request_records) == list(range(len(specs)))
     for rec in sim.request_records:
         assert rec.status in ("finished", "rejected")
+    gaps = sum(max(rec.generated_tokens - 1, 0) for rec in sim.request_records)
+    hist = sim.itl_recorder.by_class.get("default")
+    assert (hist.count if hist else 0) == gaps, "every inter-token gap counted exactly once"
+    if gaps:
+        assert min(hist.counts) >= 0
+        assert hist.maximum == max(rec.itl_max for rec in sim.request_records
+                                   if rec.generated_tokens > 1)
     for inst in sim.cluster.live_instances():
         inst.kv.check_invariants()
         assert inst.kv.used_blocks == 0

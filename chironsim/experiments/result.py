@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from chironsim.metrics.histogram import LogHistogram
 from chironsim.metrics.records import InstanceRecord, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec
 from chironsim.metrics.store import load_tables, save_result
@@ -48,17 +49,25 @@ class Result:
         duration_s: float,
         price_per_gpu_hour: Mapping[str, float],
         manifest: dict | None = None,
+        itl: Mapping[str, LogHistogram] | None = None,
     ) -> Result:
-        """Build every table, the summary included, from what the simulator collected."""
+        """Build every table, the summary included, from what the simulator collected.
+
+        ``itl`` are the run's inter-token-gap histograms per class: the summary's ``itl_*``
+        columns come from them, and the manifest keeps them (``itl_histograms``, see
+        :meth:`LogHistogram.to_dict`) so that runs can be merged later."""
         req = requests_table(requests)
         inst = instances_table(instances)
+        manifest = dict(manifest or {})
+        if itl is not None:
+            manifest["itl_histograms"] = {name: h.to_dict() for name, h in sorted(itl.items())}
         return cls(
             requests=req,
             instances=inst,
             timeseries=timeseries_table(timeseries),
             events=events_table(events),
-            summary=summarize(req, inst, classes, duration_s, price_per_gpu_hour),
-            manifest=dict(manifest or {}),
+            summary=summarize(req, inst, classes, duration_s, price_per_gpu_hour, itl),
+            manifest=manifest,
         )
 
     def save(self, out_dir: str | os.PathLike[str], fmt: str = "parquet", plots: bool = False,

@@ -116,5 +116,5 @@ def run(
     return Result.from_records(
         sim.request_records, sim.cluster.instance_records, sim.timeseries, sim.events,
         classes=config.classes, duration_s=max(end, 1e-9), price_per_gpu_hour=prices,
-        manifest=manifest,
+        manifest=manifest, itl=sim.itl_recorder.by_class,
     )

@@ -24,6 +24,13 @@ class RequestRecord:
     (no first token yet, or fewer than two tokens for ``tpot``). ``tpot`` is the mean
     inter-token latency after the first token, ``itl_max`` the largest gap between consecutive
     tokens. ``instances`` lists the instance ids the request ran on, ``;``-separated.
+
+    ``queue_s`` is the queueing time: from arrival to the request's *first* admission to a
+    batch on any instance (the iteration boundary at which its prefill was admitted, whether
+    it waited in a cluster queue, an instance's queue or both). Time spent waiting again after
+    a preemption, an eviction or a migration is not included (it shows in ``ttft``, ``e2e``,
+    ``itl_max``); ``nan`` for a request never admitted (rejected, or still queued at the
+    horizon). Added last, so the earlier columns keep their positions.
     """
 
     request_id: int
@@ -45,6 +52,7 @@ class RequestRecord:
     evictions: int
     instances: str
     slo_met: bool
+    queue_s: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)

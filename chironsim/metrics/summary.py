@@ -11,15 +11,18 @@ import numpy as np
 import pandas as pd
 
 from chironsim.errors import ConfigError, UnknownNameError
+from chironsim.metrics.histogram import LogHistogram, merged
 from chironsim.metrics.records import FINISHED, REJECTED, UNFINISHED
 from chironsim.metrics.slo import RequestClassSpec
-from chironsim.metrics.tables import FLOAT, INT, STR, Schema, conform
+from chironsim.metrics.tables import ADDED_COLUMNS, FLOAT, INT, STR, Schema, conform
 
 #: Name of the row that aggregates every class; a request class may therefore not be called so.
 ALL = "all"
 
 PERCENTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft", "tpot", "e2e")
+#: Per-token inter-token latency quantiles, from the ITL histograms (column suffix, q).
+ITL_QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
 
 SUMMARY_SCHEMA: Schema = (
     ("request_class", STR),
@@ -36,7 +39,17 @@ SUMMARY_SCHEMA: Schema = (
     ("gpu_hours", FLOAT),
     ("cost_usd", FLOAT),
     ("goodput_tokens_per_gpu_hour", FLOAT),
+    # Added for KunServe-style tails (issue 10 item 3); last, so earlier columns keep their
+    # positions, and NaN where an older stored summary lacks them.
+    ("ttft_p999", FLOAT),
+    ("queue_p50", FLOAT),
+    ("queue_p99", FLOAT),
+    *((f"itl_{name}", FLOAT) for name, _ in ITL_QUANTILES),
 )
+
+#: Columns appended after summaries were first stored; NaN in an older table.
+SUMMARY_ADDED = ("ttft_p999", "queue_p50", "queue_p99", *(f"itl_{n}" for n, _ in ITL_QUANTILES))
+ADDED_COLUMNS["summary"] = {name: float("nan") for name in SUMMARY_ADDED}
 
 
 def summarize(
@@ -45,6 +58,7 @@ def summarize(
     classes: Mapping[str, RequestClassSpec],
     duration_s: float,
     price_per_gpu_hour: Mapping[str, float],
+    itl: Mapping[str, LogHistogram] | None = None,
 ) -> pd.DataFrame:
     """One row per request class (config order, then any class only the data names), then ``all``.
 
@@ -62,6 +76,15 @@ def summarize(
       seconds over *finished* requests whose value is defined (``tpot`` is undefined for
       one-token answers); NaN when there is none.
     - ``{ttft,tpot,e2e}_mean``: the mean over the same requests, NaN when none.
+    - ``ttft_p999``: the 99.9th percentile of ``ttft``, like the others.
+    - ``queue_p50``, ``queue_p99``: percentiles of ``queue_s`` (arrival to first admission to
+      a batch) over finished requests, like the others.
+    - ``itl_p{50,90,99,999}``: per-token inter-token latency — every gap between consecutive
+      tokens of every request of the class, unfinished ones included — from ``itl``, the
+      run's log-bucket histograms per class (:mod:`chironsim.metrics.histogram`; ``all``
+      merges them): within 1 % (the histograms' ``alpha``) of the exact order statistic of
+      rank ⌊q·(n−1)⌋, i.e. numpy's ``method="lower"``, not the linear interpolation above.
+      NaN for a class without gaps, and everywhere when ``itl`` is not given.
     - ``throughput_rps``: finished requests ÷ ``duration_s``.
     - ``output_tokens_per_s``: tokens generated for the class's requests (including partial
       answers of unfinished ones) ÷ ``duration_s``.
@@ -88,15 +111,18 @@ def summarize(
         raise ConfigError(f"request class name {ALL!r} is reserved for the summary's total row")
 
     cluster = _cluster_columns(requests, instances, price_per_gpu_hour)
+    itl = dict(itl or {})
     rows = [
         {
             "request_class": name,
             **_class_columns(requests[class_col == name], duration_s),
             **cluster,
+            **_itl_columns(itl.get(name)),
         }
         for name in [*classes, *data_only]
     ]
-    rows.append({"request_class": ALL, **_class_columns(requests, duration_s), **cluster})
+    rows.append({"request_class": ALL, **_class_columns(requests, duration_s), **cluster,
+                 **_itl_columns(merged(itl.values()) if itl else None)})
     return conform(pd.DataFrame.from_records(rows), SUMMARY_SCHEMA, "summary")
 
 
@@ -123,9 +149,22 @@ def _class_columns(reqs: pd.DataFrame, duration_s: float) -> dict[str, float | i
         for p, v in zip(PERCENTILES, pcts):
             cols[f"{metric}_p{p}"] = float(v)
         cols[f"{metric}_mean"] = mean
+    ttft = done["ttft"].to_numpy(dtype=float)
+    ttft = ttft[~np.isnan(ttft)]
+    cols["ttft_p999"] = float(np.percentile(ttft, 99.9)) if len(ttft) else float("nan")
+    queue = done["queue_s"].to_numpy(dtype=float)
+    queue = queue[~np.isnan(queue)]
+    for p in (50, 99):
+        cols[f"queue_p{p}"] = float(np.percentile(queue, p)) if len(queue) else float("nan")
     cols["throughput_rps"] = len(done) / duration_s
     cols["output_tokens_per_s"] = float(reqs["generated_tokens"].sum()) / duration_s
     return cols
+
+
+def _itl_columns(hist: LogHistogram | None) -> dict[str, float]:
+    if hist is None:
+        return {f"itl_{name}": float("nan") for name, _ in ITL_QUANTILES}
+    return {f"itl_{name}": hist.quantile(q) for name, q in ITL_QUANTILES}
 
 
 def _cluster_columns(

@@ -79,7 +79,11 @@ _NUMPY_DTYPE = {INT: "int64", FLOAT: "float64", BOOL: "bool", STR: str}
 #: Columns added to a table after results were first stored, with the value they take where a
 #: table (a stored run folder, a resumed sweep, rows built by older code) lacks them: every
 #: other column stays as it was, so an older result still reads.
-ADDED_COLUMNS: dict[str, dict[str, object]] = {"timeseries": {"fused_members": 0}}
+ADDED_COLUMNS: dict[str, dict[str, object]] = {
+    "timeseries": {"fused_members": 0},
+    "requests": {"queue_s": float("nan")},
+    # summary: registered by chironsim.metrics.summary (SUMMARY_ADDED)
+}
 
 
 def conform(df: pd.DataFrame, schema: Schema, table: str) -> pd.DataFrame:

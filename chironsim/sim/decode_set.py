@@ -33,6 +33,8 @@ class DecodeSet:
         self.members: dict[int, Request] = {}
         self.key_sum = 0
         self.phase_counts = np.zeros(block_size, dtype=np.int64)
+        #: Members per request class (only classes present): who an iteration's gap goes to.
+        self.by_class: dict[str, int] = {}
         self._finish_heap: list[tuple[int, int, Request]] = []
 
     def __len__(self) -> int:
@@ -47,6 +49,8 @@ class DecodeSet:
         self.members[req.request_id] = req
         self.key_sum += req.ctx_key
         self.phase_counts[req.ctx_key % self.block_size] += 1
+        by_class = self.by_class
+        by_class[req.request_class] = by_class.get(req.request_class, 0) + 1
         heapq.heappush(self._finish_heap, (req.finish_step, req.request_id, req))
 
     def remove(self, req: Request, step: int) -> None:
@@ -54,6 +58,12 @@ class DecodeSet:
         del self.members[req.request_id]
         self.key_sum -= req.ctx_key
         self.phase_counts[req.ctx_key % self.block_size] -= 1
+        by_class = self.by_class
+        left = by_class[req.request_class] - 1
+        if left:
+            by_class[req.request_class] = left
+        else:
+            del by_class[req.request_class]
         req.generated = req.gen_at_join + step - req.join_step
 
     def context_sum(self, step: int) -> int:

@@ -151,6 +151,9 @@ class Instance:
         self.stop_time = math.nan
         self._stretch: Stretch | None = None
         self._wake: simpy.Event | None = None
+        # Where inter-token gaps go (the host's ``itl_recorder``, read when the loop starts):
+        # an :class:`~chironsim.metrics.histogram.ItlRecorder`, or None to keep none.
+        self._itl = None
         self.scheduler = LocalScheduler(self)
         self.planner = StretchPlanner(self.decodes, self.kv, iteration_time, engine.fast_forward)
 
@@ -503,6 +506,7 @@ class Instance:
     # --- the engine loop ------------------------------------------------------------------
     def _run(self):
         env = self.env
+        self._itl = getattr(self.host, "itl_recorder", None)
         schedule, price = self.scheduler.schedule, self.planner.plan  # bound once: hot loop
         while True:
             # The scheduler's batch for the next iteration, priced (and extended into a
@@ -552,6 +556,9 @@ class Instance:
                 self.pure_decode_iterations += k
                 self.pure_decode_seconds = add_in_order(self.pure_decode_seconds,
                                                          plan.durations[:k])
+        itl = self._itl
+        if itl is not None and plan.decode_classes:
+            self._record_gaps(itl, plan, k)
         first_end = float(plan.ends[0])
         for req in plan.resumed:
             if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
@@ -567,6 +574,24 @@ class Instance:
             self._attribute_growth(req, self.step)
             self._finish(req, now)
 
+    def _record_gaps(self, itl, plan: Stretch, k: int) -> None:
+        """Every decoding request got one token per iteration of ``plan``'s first ``k``: an
+        inter-token gap equal to the iteration's duration, recorded per class in bulk (one
+        bucket lookup per iteration, not per request). A request that joined the batch with
+        this plan after a pause (swap-in, migration, exchange) had its previous token before
+        the pause: its first gap is from that token, not the iteration's duration."""
+        if k == 1:
+            itl.iteration(plan.decode_classes, float(plan.durations[0]))
+        else:
+            itl.iterations(plan.decode_classes, plan.durations[:k])
+        if plan.resumed:
+            first = float(plan.durations[0])
+            first_end = float(plan.ends[0])
+            for req in plan.resumed:
+                if req.phase == rq.DECODING and req.join_step == plan.start_step:
+                    itl.gap(req.request_class, first, -1)
+                    itl.gap(req.request_class, first_end - req.last_token_time)
+
     # --- engine bookkeeping (the loop, the scheduler and the API above share it) ------------
     def seats_left(self) -> int:
         return self.max_num_seqs - len(self.decodes) - len(self.prefilling)
@@ -577,8 +602,10 @@ class Instance:
         self.tokens_generated += 1
         if math.isnan(req.first_token_time):
             req.first_token_time = now
-        else:
+        else:  # a recompute's prefill samples the next token: one gap, across the preemption
             req.note_itl(now - req.last_token_time)
+            if self._itl is not None:
+                self._itl.gap(req.request_class, now - req.last_token_time)
         req.last_token_time = now
         if req.generated >= req.output_tokens:
             self._finish(req, now)
@@ -725,4 +752,6 @@ class Instance:
             req.generated = req.gen_at_join + step - req.join_step
         if plan is not None:
             self.tokens_generated += plan.decodes * done
+            if done and self._itl is not None and plan.decode_classes:
+                self._record_gaps(self._itl, plan, done)
             self.busy_seconds = add_in_order(self.busy_seconds, plan.durations[:done])

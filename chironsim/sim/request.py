@@ -32,6 +32,7 @@ class Request:
         "first_token_time", "last_token_time", "finish_time", "itl_max", "preemptions",
         "migrations", "evictions", "instances", "instance", "join_step", "gen_at_join",
         "ctx_key", "finish_step", "status", "kv_home", "saved_blocks", "restore_remote",
+        "admit_time",
     )
 
     def __init__(self, request_id: int, spec: RequestSpec, priority: int) -> None:
@@ -68,6 +69,9 @@ class Request:
         self.kv_home = None
         self.saved_blocks = 0
         self.restore_remote = False
+        # When the request first joined a batch (its prefill admitted) on any instance; a
+        # preemption, eviction or migration later does not move it (see RequestRecord.queue_s).
+        self.admit_time = math.nan
 
     @property
     def context_tokens(self) -> int:

@@ -14,6 +14,7 @@ import simpy
 
 from chironsim.errors import RunLimitError
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
+from chironsim.metrics.histogram import ItlRecorder
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
 from chironsim.contract.protocols import Autoscaler, Router
@@ -62,6 +63,10 @@ class Simulation:
         self._all_done = self.env.event()
         self.cluster = Cluster(self.env, cluster_config, router, self._request_done, self.event_log,
                                queued_classes, evicting_pools, engine_settings)
+        #: Every inter-token gap, per class, as log-bucket histograms; instances find it on
+        #: their host when their engine loop starts (Instance._run).
+        self.itl_recorder = ItlRecorder()
+        self.cluster.itl_recorder = self.itl_recorder
         self._tokens_at_last_sample: dict[str, int] = {}
 
     # --- processes ------------------------------------------------------------------------
@@ -168,6 +173,7 @@ class Simulation:
             ttft=ttft, tpot=tpot, itl_max=req.itl_max, e2e=e2e, deadline=req.deadline,
             preemptions=req.preemptions, migrations=req.migrations, evictions=req.evictions,
             instances=";".join(req.instances), slo_met=met,
+            queue_s=req.admit_time - req.arrival,
         )
 
     def _ceiling(self) -> float:

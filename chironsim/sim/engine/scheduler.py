@@ -106,6 +106,8 @@ class LocalScheduler:
                 inst.running_add(req)
                 kv.allocate(req.request_id, need)
                 req.phase = rq.PREFILLING
+                if req.admit_time != req.admit_time:  # nan: first admission anywhere
+                    req.admit_time = inst.clock
                 req.prefilled = 0
                 inst.prefilling.append(req)
                 n = min(req.prefill_target, budget)

@@ -39,6 +39,9 @@ class Stretch:
     prefill_chunks: list[tuple[Request, int]]
     resumed: list[Request]
     pure_decode: bool         # no prefill chunk and no KV transfer in these iterations
+    #: Decoding requests per class when planned: each gets one token, so one inter-token gap
+    #: equal to the iteration's duration, per iteration (the ITL histograms, in bulk).
+    decode_classes: tuple[tuple[str, int], ...] = ()
 
 
 def add_in_order(total: float, values: np.ndarray) -> float:
@@ -98,4 +101,4 @@ class StretchPlanner:
             durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
         ends = np.cumsum(np.concatenate(([clock], durations)))[1:]
         return Stretch(step, clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
-                       pure_decode=not chunks and transfer_seconds == 0)
+                       not chunks and transfer_seconds == 0, tuple(decodes_set.by_class.items()))

@@ -1,0 +1,215 @@
+"""Per-token inter-token latency without storing every token: an exact log-bucket histogram.
+
+A request of ``n`` tokens has ``n − 1`` inter-token gaps; an hour of a busy cluster has tens of
+millions. :class:`LogHistogram` keeps one integer count per *bucket* of a fixed geometric grid
+(DDSketch's logarithmic mapping, Masson et al., VLDB 2019, with fixed boundaries):
+
+* boundaries ``b[i] = LOW · γ^i`` for ``i = 0 … N``, ``γ = (1 + α) / (1 − α)``; bucket ``i``
+  holds the values in ``(b[i−1], b[i]]`` (bucket 0 everything ``≤ LOW``, the last everything
+  above ``b[N−1]``, both far outside any simulated gap: 1 ns and ~10^9 s; they report the
+  exact minimum and maximum seen, and the bound below is for values in ``(LOW, HIGH]``);
+* a value's bucket is found by *comparison* with the precomputed boundaries (``bisect`` for one
+  value, ``numpy.searchsorted`` for a stretch of iterations), never by a floating-point log, so
+  the one-at-a-time and the vectorised paths put a value in the same bucket bit for bit and
+  fast-forward on/off give identical histograms;
+* bucket ``i`` reports ``2·b[i]/(γ + 1)``, clamped to the exact minimum and maximum seen.
+
+**Error bound.** For every ``x`` in ``(b[i]/γ, b[i]]`` the reported value ``r`` satisfies
+``|r − x| ≤ α·x`` (equality at the bucket's ends; ``(γ − 1)/(γ + 1) = α``), up to float
+rounding of the boundaries (~1e-15 relative). So :meth:`LogHistogram.quantile` ``q`` is within
+relative error ``α`` of the exact order statistic of rank ``⌊q·(n − 1)⌋`` (0-based) — numpy's
+``percentile(..., method="lower")`` — for any data, any ``n``. The default ``α`` is 1 %.
+
+**Mergeable.** Histograms with the same ``α`` share the grid, so merging (two instances, two
+classes, two sweep points) adds counts and is exact: the merge of histograms is the histogram
+of the union. Counts are integers (weights may be any integer, also negative to correct a
+count recorded in bulk), so the order of additions never changes the result.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+#: Default relative accuracy of a reported quantile.
+DEFAULT_ALPHA = 0.01
+#: Lower end of the grid (s): a gap at or below it is reported as the exact minimum.
+LOW = 1e-9
+#: Upper end of the grid (s); larger than a year of simulated time (chironsim.limits).
+HIGH = 1e9
+
+
+class _Grid:
+    """The shared boundaries for one ``α`` (a list for ``bisect``, an array for numpy)."""
+
+    __slots__ = ("alpha", "gamma", "bounds", "bounds_array", "values")
+
+    def __init__(self, alpha: float) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        self.alpha = alpha
+        self.gamma = (1 + alpha) / (1 - alpha)
+        n = math.ceil(math.log(HIGH / LOW) / math.log(self.gamma)) + 1
+        self.bounds_array = LOW * self.gamma ** np.arange(n, dtype=float)
+        self.bounds = self.bounds_array.tolist()
+        #: The value each bucket reports; the two open-ended ones report (after the clamp in
+        #: LogHistogram.quantile) the exact minimum and maximum seen.
+        self.values = (2.0 * self.bounds_array / (self.gamma + 1.0)).tolist() + [math.inf]
+        self.values[0] = 0.0
+
+    def bucket_counts(self, values: np.ndarray) -> tuple[list[int], list[int], float, float]:
+        """The buckets of ``values`` (non-empty) with how many fall in each, and their range."""
+        keys, times = np.unique(np.searchsorted(self.bounds_array, values, side="left"),
+                                return_counts=True)
+        return keys.tolist(), times.tolist(), float(values.min()), float(values.max())
+
+
+_GRIDS: dict[float, _Grid] = {}
+
+
+def grid(alpha: float = DEFAULT_ALPHA) -> _Grid:
+    g = _GRIDS.get(alpha)
+    if g is None:
+        g = _GRIDS[alpha] = _Grid(alpha)
+    return g
+
+
+class LogHistogram:
+    """Counts of values on a fixed log grid of relative accuracy ``alpha`` (module docstring)."""
+
+    __slots__ = ("grid", "counts", "minimum", "maximum")
+
+    def __init__(self, alpha: float = DEFAULT_ALPHA) -> None:
+        self.grid = grid(alpha)
+        self.counts: list[int] = [0] * (len(self.grid.bounds) + 1)
+        self.minimum = math.inf
+        self.maximum = -math.inf
+
+    @property
+    def alpha(self) -> float:
+        return self.grid.alpha
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def key(self, value: float) -> int:
+        """The bucket of ``value``."""
+        return bisect_left(self.grid.bounds, value)
+
+    def add(self, value: float, weight: int = 1) -> None:
+        """Count ``value`` ``weight`` times (a negative weight takes counts back, and does not
+        narrow the minimum and maximum)."""
+        self.counts[bisect_left(self.grid.bounds, value)] += weight
+        if weight > 0:
+            if value < self.minimum:
+                self.minimum = value
+            if value > self.maximum:
+                self.maximum = value
+
+    def add_array(self, values: np.ndarray, weight: int = 1) -> None:
+        """Count each of ``values`` ``weight`` times; the same buckets as :meth:`add` one by one."""
+        if len(values):
+            self.add_buckets(self.grid.bucket_counts(values), weight)
+
+    def add_buckets(self, buckets: tuple[list[int], list[int], float, float], weight: int) -> None:
+        """Add :meth:`_Grid.bucket_counts` of some values, ``weight`` times each."""
+        keys, times, lo, hi = buckets
+        counts = self.counts
+        for k, t in zip(keys, times):
+            counts[k] += t * weight
+        if weight > 0:
+            if lo < self.minimum:
+                self.minimum = lo
+            if hi > self.maximum:
+                self.maximum = hi
+
+    def merge(self, other: LogHistogram) -> None:
+        """Add ``other``'s counts (same ``alpha``) into this histogram."""
+        if other.grid is not self.grid:
+            raise ValueError(f"cannot merge histograms of alpha {self.alpha} and {other.alpha}")
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+
+    def quantile(self, q: float) -> float:
+        """Within relative error ``alpha`` of the order statistic of 0-based rank
+        ``⌊q·(n − 1)⌋`` (numpy's ``method="lower"``); NaN when empty."""
+        if not 0 <= q <= 1:
+            raise ValueError(f"q must be in [0, 1], got {q!r}")
+        n = self.count
+        if n <= 0:
+            return math.nan
+        rank = math.floor(q * (n - 1))
+        seen = 0
+        for k, c in enumerate(self.counts):
+            seen += c
+            if seen > rank:
+                value = self.grid.values[k]
+                return min(max(value, self.minimum), self.maximum)
+        return self.maximum  # unreachable with non-negative counts
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-able form: ``alpha``, ``min``, ``max`` and the non-zero ``{bucket: count}``."""
+        return {"alpha": self.alpha, "min": self.minimum, "max": self.maximum,
+                "counts": {str(k): c for k, c in enumerate(self.counts) if c}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LogHistogram:
+        hist = cls(float(data["alpha"]))  # type: ignore[arg-type]
+        hist.minimum = float(data["min"])  # type: ignore[arg-type]
+        hist.maximum = float(data["max"])  # type: ignore[arg-type]
+        for k, c in dict(data["counts"]).items():  # type: ignore[call-overload]
+            hist.counts[int(k)] += int(c)
+        return hist
+
+
+def merged(histograms: Iterable[LogHistogram], alpha: float = DEFAULT_ALPHA) -> LogHistogram:
+    """One histogram of every value counted in ``histograms``."""
+    out = LogHistogram(alpha)
+    for h in histograms:
+        out.merge(h)
+    return out
+
+
+class ItlRecorder:
+    """Inter-token gaps of every request, one :class:`LogHistogram` per request class.
+
+    The engine reports gaps in bulk: an iteration (or a fast-forwarded stretch of them) gives
+    every decoding request of a class one gap per iteration equal to the iteration's duration,
+    so it costs one bucket lookup per iteration plus one count update per class present — not
+    one per request. Gaps that are not an iteration's duration (the first token after a swap-in,
+    a migration or a recompute) are reported one by one.
+    """
+
+    __slots__ = ("alpha", "by_class")
+
+    def __init__(self, alpha: float = DEFAULT_ALPHA) -> None:
+        self.alpha = alpha
+        self.by_class: dict[str, LogHistogram] = {}
+
+    def histogram(self, request_class: str) -> LogHistogram:
+        h = self.by_class.get(request_class)
+        if h is None:
+            h = self.by_class[request_class] = LogHistogram(self.alpha)
+        return h
+
+    def iteration(self, classes: tuple[tuple[str, int], ...], duration: float) -> None:
+        """One iteration of ``duration`` s gave ``n`` requests of each ``(class, n)`` a token."""
+        for cls, n in classes:
+            self.histogram(cls).add(duration, n)
+
+    def iterations(self, classes: tuple[tuple[str, int], ...], durations: np.ndarray) -> None:
+        """Consecutive iterations with the same decoding requests (a stretch)."""
+        if len(durations) == 1:
+            self.iteration(classes, float(durations[0]))
+            return
+        buckets = grid(self.alpha).bucket_counts(durations)
+        for cls, n in classes:
+            self.histogram(cls).add_buckets(buckets, n)
+
+    def gap(self, request_class: str, gap: float, weight: int = 1) -> None:
+        self.histogram(request_class).add(gap, weight)
