@@ -284,3 +284,25 @@ def test_damaged_tables_are_user_errors_naming_the_file(sweep_dir: Path, tmp_pat
     assert main(["compare", str(sweep)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {runs}: cannot read the sweep table") and "Traceback" not in err
+
+
+def test_compare_shows_the_tail_metrics_of_issue_10(run_dirs: tuple[Path, Path], sweep_dir: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """ITL percentiles, TTFT p99.9 and queueing time, from runs and from sweep points."""
+    metrics = ["ttft_p999", "itl_p50", "itl_p99", "itl_p999", "queue_p99"]
+    tidy = compare([run_dirs[0], sweep_dir], metrics)
+    summary = Result.load(run_dirs[0]).summary.set_index("request_class")
+    rows = tidy[tidy["run"] == run_dirs[0].name].set_index(["request_class", "metric"])
+    for metric in metrics:
+        assert rows.loc[("interactive", metric), "value"] == summary.loc["interactive", metric]
+        assert summary.loc["interactive", metric] > 0
+    point = tidy[(tidy["run"] == "policy=static rate=4") & (tidy["metric"] == "itl_p999")]
+    assert point["value"].notna().all() and (point["n"] == 2).all()
+    table = comparison_table(tidy)
+    assert {"ITL p99.9 (ms)", "TTFT p99.9 (ms)", "queue p99 (ms)"} <= set(table["metric"]) or \
+        any(m.startswith("ITL p99.9 (") for m in table["metric"])
+    assert main(["compare", str(run_dirs[0]), "--metrics", "itl_p99", "queue_p50"]) == 0
+    out = capsys.readouterr().out
+    assert "ITL p99" in out and "queue p50" in out and "TPOT" not in out
+    with pytest.raises(ChironError, match="unknown metric 'itl_p42'"):
+        compare([run_dirs[0]], ["itl_p42"])

@@ -82,15 +82,21 @@ def test_merge_is_the_histogram_of_the_union():
 
 
 def test_recorder_weights_a_stretch_like_its_iterations_one_by_one():
-    durations = np.array([0.01, 0.0101, 0.0102, 0.0101, 0.5])
+    durations = np.array([0.01, 0.0101, 0.0102, 0.0101, 0.5, 7.0])
     classes = (("a", 3), ("b", 1))
-    bulk, stepped = ItlRecorder(), ItlRecorder()
-    bulk.iterations(classes, durations)
-    for d in durations:
-        stepped.iteration(classes, float(d))
+    bulk, stepped, scalar = ItlRecorder(), ItlRecorder(), LogHistogram()
+    bulk.push(classes, durations, 5)  # a stretch cut to its first 5 iterations
+    bulk.push((("b", 2),), durations[5:], 1)
+    for d in durations[:5]:
+        stepped.push(classes, np.array([d]), 1)
+        scalar.add(float(d), 3)
+    stepped.push((("b", 2),), np.array([7.0]), 1)
     for cls in ("a", "b"):
         assert bulk.by_class[cls].counts == stepped.by_class[cls].counts
-    assert bulk.by_class["a"].count == 15 and bulk.by_class["b"].count == 5
+    assert bulk.by_class["a"].counts == scalar.counts
+    assert (scalar.minimum, scalar.maximum) == (bulk.by_class["a"].minimum, bulk.by_class["a"].maximum)
+    assert bulk.by_class["a"].count == 15 and bulk.by_class["b"].count == 7
+    assert bulk.by_class["b"].maximum == 7.0 and bulk.by_class["a"].maximum == 0.5
 
 
 PROMPT, OUTPUT = 512, 200
@@ -122,25 +128,27 @@ class CollectingRecorder(ItlRecorder):
     def __init__(self):
         super().__init__()
         self.every: dict[str, list[float]] = {}
+        self.taken: dict[str, list[float]] = {}
 
     def _keep(self, cls, value, weight):
-        kept = self.every.setdefault(cls, [])
         if weight > 0:
-            kept.extend([value] * weight)
-        else:
-            for _ in range(-weight):
-                kept.remove(value)
+            self.every.setdefault(cls, []).extend([value] * weight)
+        else:  # a correction may come before the queued gap it takes back
+            self.taken.setdefault(cls, []).extend([value] * -weight)
 
-    def iteration(self, classes, duration):
-        super().iteration(classes, duration)
-        for cls, n in classes:
-            self._keep(cls, duration, n)
+    def gaps(self, cls):
+        self.flush()
+        kept = list(self.every.get(cls, []))
+        for value in self.taken.get(cls, []):
+            kept.remove(value)
+        return kept
 
-    def iterations(self, classes, durations):
-        super().iterations(classes, durations)
-        for d in durations.tolist():
-            for cls, n in classes:
-                self._keep(cls, d, n)
+    def flush(self):  # the engine queues pushes itself; every queued gap passes here
+        for classes, durations, k in self.pending:
+            for d in durations[:k].tolist():
+                for cls, n in classes:
+                    self._keep(cls, d, n)
+        super().flush()
 
     def gap(self, request_class, gap, weight=1):
         super().gap(request_class, gap, weight)
@@ -170,7 +178,7 @@ def test_summary_itl_matches_every_gap_collected(mode, monkeypatch):
     cfg["classes"] = {"chat": {"priority": 0}, "batch": {"priority": 1}}
     res = run(cfg)
     assert res.requests.preemptions.sum() > 5, "the scenario must exercise preemption"
-    every = recorders[0].every
+    every = {cls: recorders[0].gaps(cls) for cls in ("chat", "batch")}
     summary = res.summary.set_index("request_class")
     for cls in ("chat", "batch", "all"):
         gaps = np.array(sum(every.values(), []) if cls == "all" else every[cls])

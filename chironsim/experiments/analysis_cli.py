@@ -28,7 +28,8 @@ def _positive_float(text: str) -> float:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from chironsim.experiments.compare import compare, comparison_table, format_comparison
 
-    table = comparison_table(compare(args.dirs))
+    table = comparison_table(compare(args.dirs, args.metrics) if args.metrics
+                             else compare(args.dirs))
     print(format_comparison(table))
     if args.csv:
         try:
@@ -72,6 +73,9 @@ def register(subparsers: Any) -> None:
         "rows per class: SLO attainment, TTFT and TPOT p50/p99; then GPU-hours and goodput.")
     p.add_argument("dirs", nargs="+", metavar="DIR", help="result folder or sweep folder")
     p.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    p.add_argument("--metrics", nargs="+", metavar="NAME",
+                   help="per-class summary metrics to show instead of the default (e.g. "
+                   "ttft_p999 itl_p99 itl_p999 queue_p99)")
     p.set_defaults(func=_cmd_compare)
 
     p = subparsers.add_parser(

@@ -30,7 +30,8 @@ import pandas as pd
 from chironsim.errors import ChironError
 from chironsim.metrics.format import MISSING
 from chironsim.metrics.store import READ_ERRORS, is_result_dir, load_tables
-from chironsim.metrics.summary import ALL
+from chironsim.metrics.summary import ALL, SUMMARY_SCHEMA
+from chironsim.metrics.tables import FLOAT, INT
 
 #: Group name of the rows that hold cluster-wide columns (the summary repeats them per class).
 CLUSTER = "cluster"
@@ -42,7 +43,10 @@ CLUSTER_METRICS = ("gpu_hours", "goodput_tokens_per_gpu_hour")
 CLUSTER_COLUMNS = ("gpu_hours", "cost_usd", "goodput_tokens_per_gpu_hour")
 
 SEED_AXIS = "seed"
-_LATENCY_PREFIXES = ("ttft_", "tpot_", "e2e_", "itl_")
+_LATENCY_PREFIXES = ("ttft_", "tpot_", "e2e_", "itl_", "queue_")
+#: Per-class summary columns a comparison can show (``--metrics``).
+COMPARABLE_METRICS = tuple(name for name, kind in SUMMARY_SCHEMA
+                           if kind in (INT, FLOAT) and name not in CLUSTER_COLUMNS)
 
 
 # ----------------------------------------------------------------------------- sweep folders
@@ -151,8 +155,13 @@ def point_label(values: dict[str, object]) -> str:
 # ----------------------------------------------------------------------------- compare
 
 
-def compare(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+def compare(paths: Sequence[str | os.PathLike[str]],
+            metrics: Sequence[str] = CLASS_METRICS) -> pd.DataFrame:
     """The metrics of several runs or sweep points side by side, as a tidy table.
+
+    ``metrics`` are the per-class summary columns to show (default :data:`CLASS_METRICS`;
+    any of :data:`COMPARABLE_METRICS`, e.g. ``itl_p999`` or ``queue_p99``). A sweep point
+    has a value only for the metrics its spec aggregated (``metrics:``); others read NaN.
 
     Each path is a result folder (one column, labelled by the folder's name) or a sweep folder
     (one column per aggregated point, labelled by its axis values). Returns one row per column
@@ -163,15 +172,21 @@ def compare(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """
     if not paths:
         raise ChironError("compare needs at least one result or sweep folder")
+    metrics = tuple(metrics)
+    unknown = [m for m in metrics if m not in COMPARABLE_METRICS]
+    if unknown or not metrics:
+        raise ChironError(f"compare: unknown metric {unknown[0] if unknown else '(none)'!r}; "
+                          f"per-class summary metrics are {', '.join(COMPARABLE_METRICS)}")
     columns: list[tuple[str, str, pd.DataFrame]] = []  # (label, source, tidy rows)
     for raw in paths:
         path = Path(raw)
         if _folder_kind(path) == "run":
             tables, _ = load_tables(path)
-            columns.append((path.name or str(path), str(path), _run_rows(tables["summary"])))
+            columns.append((path.name or str(path), str(path),
+                            _run_rows(tables["summary"], metrics)))
         else:
             sweep = load_sweep(path)
-            for label, rows in _sweep_columns(sweep):
+            for label, rows in _sweep_columns(sweep, metrics):
                 columns.append((label, str(path), rows))
     labels = _unique_labels([(label, source) for label, source, _ in columns])
     frames = [rows.assign(run=label, source=source)
@@ -181,10 +196,10 @@ def compare(paths: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     return out[first + [c for c in out.columns if c not in first]]
 
 
-def _run_rows(summary: pd.DataFrame) -> pd.DataFrame:
+def _run_rows(summary: pd.DataFrame, metrics: Sequence[str] = CLASS_METRICS) -> pd.DataFrame:
     rows = []
     for _, row in summary.iterrows():
-        for metric in CLASS_METRICS:
+        for metric in metrics:
             rows.append((str(row["request_class"]), metric, float(row[metric])))
     if len(summary):
         first = summary.iloc[0]
@@ -193,7 +208,7 @@ def _run_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(ci_low=np.nan, ci_high=np.nan, n=1)
 
 
-def _sweep_columns(sweep: Sweep) -> list[tuple[str, pd.DataFrame]]:
+def _sweep_columns(sweep: Sweep, metrics: Sequence[str] = CLASS_METRICS) -> list[tuple[str, pd.DataFrame]]:
     summary = sweep.summary
     axes = [a for a in sweep.point_axes if a in summary.columns]
     labelled = varying_axes(summary, axes)
@@ -203,7 +218,7 @@ def _sweep_columns(sweep: Sweep) -> list[tuple[str, pd.DataFrame]]:
         key = dict(zip(axes, key if isinstance(key, tuple) else (key,)))
         rows = []
         for _, row in part.iterrows():
-            for metric in CLASS_METRICS:
+            for metric in metrics:
                 rows.append((str(row["request_class"]), metric, *_aggregate(row, metric)))
         # Cluster columns are the same on every class row; take the all-classes row if any.
         alls = part[part["request_class"].astype(str) == ALL]
@@ -248,7 +263,9 @@ def _unique_labels(items: list[tuple[str, str]]) -> list[str]:
 _TITLES = {
     "slo_attainment": "SLO attainment",
     "ttft_p50": "TTFT p50", "ttft_p99": "TTFT p99",
-    "tpot_p50": "TPOT p50", "tpot_p99": "TPOT p99",
+    "tpot_p50": "TPOT p50", "tpot_p99": "TPOT p99", "ttft_p999": "TTFT p99.9",
+    "itl_p50": "ITL p50", "itl_p90": "ITL p90", "itl_p99": "ITL p99", "itl_p999": "ITL p99.9",
+    "queue_p50": "queue p50", "queue_p99": "queue p99",
     "gpu_hours": "GPU-hours",
     "goodput_tokens_per_gpu_hour": "goodput",
 }
@@ -300,9 +317,10 @@ def comparison_table(tidy: pd.DataFrame) -> pd.DataFrame:
     if (tidy["request_class"] == CLUSTER).any():
         groups.append(CLUSTER)
     indexed = tidy.set_index(["request_class", "metric", "run"])
+    class_metrics = list(dict.fromkeys(tidy.loc[tidy["request_class"] != CLUSTER, "metric"]))
     rows = []
     for group in groups:
-        metrics = CLUSTER_METRICS if group == CLUSTER else CLASS_METRICS
+        metrics = CLUSTER_METRICS if group == CLUSTER else class_metrics
         for metric in metrics:
             cells = [indexed.loc[(group, metric, r)] if (group, metric, r) in indexed.index
                      else None for r in runs]

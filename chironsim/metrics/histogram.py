@@ -179,37 +179,77 @@ class ItlRecorder:
     """Inter-token gaps of every request, one :class:`LogHistogram` per request class.
 
     The engine reports gaps in bulk: an iteration (or a fast-forwarded stretch of them) gives
-    every decoding request of a class one gap per iteration equal to the iteration's duration,
-    so it costs one bucket lookup per iteration plus one count update per class present — not
-    one per request. Gaps that are not an iteration's duration (the first token after a swap-in,
-    a migration or a recompute) are reported one by one.
+    every decoding request of a class one gap per iteration equal to the iteration's duration.
+    :meth:`push` only queues ``(classes, durations, k)`` — no per-request and, on the hot
+    path, no per-iteration work; every :data:`FLUSH_AFTER` pushes (and whenever
+    :attr:`by_class` is read) the queue is bucketed at once: one ``searchsorted`` over all
+    queued durations, one weighted ``bincount`` per class. Gaps that are not an iteration's
+    duration (the first token after a swap-in, a migration or an exchange, or after a
+    recompute's prefill) are reported one by one with :meth:`gap`. Counts are integers, so
+    when and in which order gaps are bucketed never changes the histograms.
     """
 
-    __slots__ = ("alpha", "by_class")
+    #: Queued pushes before they are bucketed (memory: at most this many duration arrays).
+    FLUSH_AFTER = 1024
+
+    __slots__ = ("alpha", "_hists", "pending")
 
     def __init__(self, alpha: float = DEFAULT_ALPHA) -> None:
         self.alpha = alpha
-        self.by_class: dict[str, LogHistogram] = {}
+        self._hists: dict[str, LogHistogram] = {}
+        #: Queued ``(classes, durations, k)``: the first ``k`` of ``durations`` each gave
+        #: ``n`` requests of every ``(class, n)`` in ``classes`` a gap of that duration.
+        self.pending: list[tuple[tuple[tuple[str, int], ...], np.ndarray, int]] = []
+
+    @property
+    def by_class(self) -> dict[str, LogHistogram]:
+        """The histograms, every queued gap included."""
+        if self.pending:
+            self.flush()
+        return self._hists
 
     def histogram(self, request_class: str) -> LogHistogram:
-        h = self.by_class.get(request_class)
+        h = self._hists.get(request_class)
         if h is None:
-            h = self.by_class[request_class] = LogHistogram(self.alpha)
+            h = self._hists[request_class] = LogHistogram(self.alpha)
         return h
 
-    def iteration(self, classes: tuple[tuple[str, int], ...], duration: float) -> None:
-        """One iteration of ``duration`` s gave ``n`` requests of each ``(class, n)`` a token."""
-        for cls, n in classes:
-            self.histogram(cls).add(duration, n)
+    def push(self, classes: tuple[tuple[str, int], ...], durations: np.ndarray, k: int) -> None:
+        """``k`` consecutive iterations (the first ``k`` of ``durations``) with the same
+        decoding requests, ``n`` of each ``(class, n)`` in ``classes``."""
+        pending = self.pending
+        pending.append((classes, durations, k))
+        if len(pending) >= self.FLUSH_AFTER:
+            self.flush()
 
-    def iterations(self, classes: tuple[tuple[str, int], ...], durations: np.ndarray) -> None:
-        """Consecutive iterations with the same decoding requests (a stretch)."""
-        if len(durations) == 1:
-            self.iteration(classes, float(durations[0]))
+    def flush(self) -> None:
+        pending, self.pending = self.pending, []
+        if not pending:
             return
-        buckets = grid(self.alpha).bucket_counts(durations)
-        for cls, n in classes:
-            self.histogram(cls).add_buckets(buckets, n)
+        g = grid(self.alpha)
+        values = np.concatenate([d[:k] for _, d, k in pending])
+        keys = g.bounds_array.searchsorted(values, side="left")
+        lengths = [k for _, _, k in pending]
+        rows: dict[str, list[int]] = {}  # class -> requests per push
+        for i, (classes, _, _) in enumerate(pending):
+            for cls, n in classes:
+                row = rows.get(cls)
+                if row is None:
+                    row = rows[cls] = [0] * len(pending)
+                row[i] = n
+        for cls, row in rows.items():
+            per_push = np.array(row, dtype=np.int64)
+            weights = np.repeat(per_push, lengths)
+            counted = np.bincount(keys, weights=weights, minlength=len(g.bounds) + 1)
+            hist = self.histogram(cls)
+            counts = hist.counts
+            for k in np.flatnonzero(counted).tolist():
+                counts[k] += int(round(counted[k]))
+            seen = values if per_push.all() else values[weights > 0]
+            if len(seen):
+                hist.minimum = min(hist.minimum, float(seen.min()))
+                hist.maximum = max(hist.maximum, float(seen.max()))
 
     def gap(self, request_class: str, gap: float, weight: int = 1) -> None:
+        """One gap (``weight`` of them; -1 takes back one an iteration was credited with)."""
         self.histogram(request_class).add(gap, weight)

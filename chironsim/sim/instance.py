@@ -576,14 +576,14 @@ class Instance:
 
     def _record_gaps(self, itl, plan: Stretch, k: int) -> None:
         """Every decoding request got one token per iteration of ``plan``'s first ``k``: an
-        inter-token gap equal to the iteration's duration, recorded per class in bulk (one
-        bucket lookup per iteration, not per request). A request that joined the batch with
-        this plan after a pause (swap-in, migration, exchange) had its previous token before
-        the pause: its first gap is from that token, not the iteration's duration."""
-        if k == 1:
-            itl.iteration(plan.decode_classes, float(plan.durations[0]))
-        else:
-            itl.iterations(plan.decode_classes, plan.durations[:k])
+        inter-token gap equal to the iteration's duration, recorded per class in bulk (queued,
+        bucketed later for many iterations at once: nothing per request). A request that joined
+        the batch with this plan after a pause (swap-in, migration, exchange) had its previous
+        token before the pause: its first gap is from that token, not the iteration's."""
+        pending = itl.pending  # ItlRecorder.push, inlined: this runs every iteration
+        pending.append((plan.decode_classes, plan.durations, k))
+        if len(pending) >= itl.FLUSH_AFTER:
+            itl.flush()
         if plan.resumed:
             first = float(plan.durations[0])
             first_end = float(plan.ends[0])
