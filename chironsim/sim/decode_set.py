@@ -35,6 +35,7 @@ class DecodeSet:
         self.phase_counts = np.zeros(block_size, dtype=np.int64)
         #: Members per request class (only classes present): who an iteration's gap goes to.
         self.by_class: dict[str, int] = {}
+        self._class_counts: tuple[tuple[str, int], ...] | None = ()  # by_class as a tuple
         self._finish_heap: list[tuple[int, int, Request]] = []
 
     def __len__(self) -> int:
@@ -51,6 +52,7 @@ class DecodeSet:
         self.phase_counts[req.ctx_key % self.block_size] += 1
         by_class = self.by_class
         by_class[req.request_class] = by_class.get(req.request_class, 0) + 1
+        self._class_counts = None
         heapq.heappush(self._finish_heap, (req.finish_step, req.request_id, req))
 
     def remove(self, req: Request, step: int) -> None:
@@ -64,7 +66,16 @@ class DecodeSet:
             by_class[req.request_class] = left
         else:
             del by_class[req.request_class]
+        self._class_counts = None
         req.generated = req.gen_at_join + step - req.join_step
+
+    def class_counts(self) -> tuple[tuple[str, int], ...]:
+        """``tuple(by_class.items())``, rebuilt only after membership changed (every plan
+        asks; most plans follow one that had the same members)."""
+        counts = self._class_counts
+        if counts is None:
+            counts = self._class_counts = tuple(self.by_class.items())
+        return counts
 
     def context_sum(self, step: int) -> int:
         return self.key_sum + len(self.members) * step

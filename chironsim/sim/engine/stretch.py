@@ -49,7 +49,10 @@ def add_in_order(total: float, values: np.ndarray) -> float:
 
     ``np.sum`` adds pairwise, which differs in the last bits; ``cumsum`` is sequential.
     """
-    if len(values) == 0:
+    n = len(values)
+    if n == 1:  # one IEEE double addition, the same as cumsum's: the common single iteration
+        return total + float(values[0])
+    if n == 0:
         return total
     return float(np.cumsum(np.concatenate(([total], values)))[-1])
 
@@ -96,9 +99,10 @@ class StretchPlanner:
             duration = float(self.iteration_time(prefill_tokens, attention, decodes, ctx))
             duration += transfer_seconds
             durations = np.array([duration])
+            ends = np.array([clock + duration])  # what the cumsum below gives for one
         else:
             contexts = ctx + decodes * np.arange(k)
             durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
-        ends = np.cumsum(np.concatenate(([clock], durations)))[1:]
+            ends = np.cumsum(np.concatenate(([clock], durations)))[1:]
         return Stretch(step, clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
-                       not chunks and transfer_seconds == 0, tuple(decodes_set.by_class.items()))
+                       not chunks and transfer_seconds == 0, decodes_set.class_counts())
