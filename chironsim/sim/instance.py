@@ -664,16 +664,23 @@ class Instance:
         plan = self._stretch
         if plan is None:
             return 0, 0
-        done = int(np.searchsorted(plan.ends[: plan.k], now, side="right"))
-        started = min(plan.k, done + 1) if now >= plan.start_time else 0
+        # ``ends`` is non-decreasing, so the count of its first ``k`` at or before ``now`` is
+        # the count over all of it capped at ``k`` (no slice, no numpy dispatch: hot path).
+        k = plan.k
+        done = int(plan.ends.searchsorted(now, "right"))
+        if done > k:
+            done = k
+        started = (done + 1 if done < k else k) if now >= plan.start_time else 0
         return started, done
 
     def kv_used_at(self, now: float) -> int:
         plan = self._stretch
-        used = self.kv.used_blocks
         if plan is None:
-            return used
-        started, _ = self._progress(now)
+            return self.kv.used_blocks
+        return self._kv_used_in(plan, self._progress(now)[0])
+
+    def _kv_used_in(self, plan: Stretch, started: int) -> int:
+        used = self.kv.used_blocks
         # What the stretch claimed when planned: a wake shortens plan.k but gives the blocks
         # of the iterations it drops back only when the stretch commits.
         planned = int(plan.growth_cum[-1])
@@ -690,16 +697,23 @@ class Instance:
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
         running = len(self.decodes) + len(self.prefilling) + len(self.arriving) + len(self.paused)
+        plan = self._stretch
+        if plan is None:  # kv_used_at and tokens_generated_at, one _progress between them
+            kv_used, tokens = self.kv.used_blocks, self.tokens_generated
+        else:
+            started, done = self._progress(now)
+            kv_used = self._kv_used_in(plan, started)
+            tokens = self.tokens_generated + plan.decodes * done
         return InstanceView(
             instance_id=self.instance_id,
             pool=self.pool,
             state=self.state,
             running=running,
             waiting=len(self.waiting) + len(self.swapped),
-            kv_used_blocks=self.kv_used_at(now),
+            kv_used_blocks=kv_used,
             kv_capacity_blocks=self.kv.capacity,
             max_num_seqs=self.max_num_seqs,
-            tokens_generated=self.tokens_generated_at(now),
+            tokens_generated=tokens,
             decode_iterations=self.decode_iterations,
             decode_seconds=self.decode_seconds,
             pure_decode_iterations=self.pure_decode_iterations,
