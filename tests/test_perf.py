@@ -306,3 +306,23 @@ def test_a_larger_batch_is_never_cheaper_per_iteration(gpu, case):
     prefill = np.arange(0, 20_000, 7, dtype=float)
     times = timer.iteration_time(prefill, prefill_attention_work(prefill, 0.0), 0, 0.0)
     assert np.all(np.diff(times) >= 0)
+
+
+@pytest.mark.parametrize("model,gpu,tp", [("llama-3-8b", "h100-sxm", 1), ("llama-3.1-70b", "a100-80gb", 4),
+                                          ("mixtral-8x7b", "h100-sxm", 2)])
+def test_decode_stretch_pricing_is_bit_identical_to_the_general_array_path(model: str, gpu: str,
+                                                                          tp: int) -> None:
+    """A stretch prices a fixed batch over growing contexts with scalar batch arguments; that
+    fast path must give exactly what broadcasting every argument gives (fast-forward relies
+    on it to match stepping)."""
+    timer = IterationTimeModel(get_model(model), get_gpu(gpu), tp)
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        decodes, n = int(rng.integers(0, 600)), int(rng.integers(1, 200))
+        contexts = np.cumsum(rng.integers(1, 50, n)).astype(float) + float(rng.integers(0, 100_000))
+        general = (np.zeros(n), np.zeros(n), np.full(n, decodes))
+        assert np.array_equal(timer.iteration_time(0, 0.0, decodes, contexts),
+                              timer.iteration_time(*general, contexts))
+        half = max(1, timer.model.num_layers // 2)
+        assert np.array_equal(timer.stage_time(half, False, 0, 0.0, decodes, contexts),
+                              timer.stage_time(half, False, *general, contexts))

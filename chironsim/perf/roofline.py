@@ -225,6 +225,22 @@ class IterationTimeModel:
             pt, ds = float(prefill_tokens), float(decode_seqs)
             return self._time(pt, float(prefill_attention_work), ds, float(decode_context),
                               self._token_part(pt + ds), max, min, layers, lm_head)
+        if (
+            type(prefill_tokens) in _SCALARS
+            and type(prefill_attention_work) in _SCALARS
+            and type(decode_seqs) in _SCALARS
+        ):
+            # A stretch of decode iterations (StretchPlanner): the batch is fixed and only the
+            # contexts grow, so the token-count part is one table entry. The same entry and the
+            # same element-wise arithmetic as the general path below, without broadcasting
+            # three constant arguments to the contexts' shape (bit-identical, tested).
+            pt, ds = float(prefill_tokens), float(decode_seqs)
+            dc = np.asarray(decode_context, dtype=float)
+            if pt + ds <= 0:
+                return np.zeros(dc.shape) if dc.ndim else 0.0
+            result = self._time(pt, float(prefill_attention_work), ds, dc, self._token_part(pt + ds),
+                                np.maximum, np.minimum, layers, lm_head)
+            return float(result) if np.ndim(result) == 0 else result
         args = (prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
         arrays = np.broadcast_arrays(*[np.asarray(a, dtype=float) for a in args])
         tokens = arrays[0] + arrays[2]
