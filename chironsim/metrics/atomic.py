@@ -93,7 +93,7 @@ def umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def _replace_from_temp(path: Path, write: Any) -> None:
+def replace_from_temp(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)``, then rename the finished temporary over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
@@ -116,7 +116,7 @@ def _write_text_synced(tmp: Path, text: str) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file so that it is either complete or absent under its name."""
-    _replace_from_temp(path, lambda tmp: _write_text_synced(tmp, text))
+    replace_from_temp(path, lambda tmp: _write_text_synced(tmp, text))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -126,4 +126,4 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write a table atomically as Parquet."""
-    _replace_from_temp(path, lambda tmp: frame.to_parquet(tmp, engine="pyarrow", index=False))
+    replace_from_temp(path, lambda tmp: frame.to_parquet(tmp, engine="pyarrow", index=False))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from chironsim.metrics.atomic import remove_stale_temporaries, temp_prefix, umask_mode
+from chironsim.metrics.atomic import remove_stale_temporaries, replace_from_temp
 from chironsim.plots.figures import (
     instances_over_time,
     kv_utilization_over_time,
@@ -62,14 +61,6 @@ def save_figures(drawings: Sequence[tuple[str, Callable[[Axes], Axes]]],
         draw(fig.add_subplot())
         fig.tight_layout()
         path = out / name
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), dir=out)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format="png")
-            os.chmod(tmp, umask_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_from_temp(path, lambda tmp: fig.savefig(tmp, format="png"))
         written.append(path)
     return written
