@@ -43,7 +43,7 @@ from scipy.optimize import least_squares, linprog, minimize_scalar
 
 from chironsim.catalog import GPU, get_gpu
 from chironsim.errors import ChironError
-from chironsim.perf.comm import ALL_REDUCE, CommCurve, CommModel, ring_factor
+from chironsim.perf.comm import ALL_REDUCE, CommCurve, CommModel
 from chironsim.perf.efficiency import ELEMENTWISE_KINDS, Efficiency
 from chironsim.perf.profiles import ELEMENTWISE_OPS, GEMM_OPS, Profiles, read_profiles
 from chironsim.perf.reference import reference_cases, replay_seconds

@@ -23,7 +23,7 @@ from chironsim.perf.roofline import IterationTimeModel
 from chironsim.perf.transfer import swap_time
 from chironsim.contract.actions import Action
 from chironsim.contract.protocols import Router
-from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY, STOPPED
+from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.contract.views import ClusterView, PoolView, RequestView
 from chironsim.sim import request as rq
 from chironsim.sim.actions import applier_for

@@ -687,18 +687,11 @@ class Instance:
         so_far = int(plan.growth_cum[started - 1]) if started else 0
         return used - (planned - so_far)
 
-    def tokens_generated_at(self, now: float) -> int:
-        plan = self._stretch
-        if plan is None:
-            return self.tokens_generated
-        _, done = self._progress(now)
-        return self.tokens_generated + plan.decodes * done
-
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
         running = len(self.decodes) + len(self.prefilling) + len(self.arriving) + len(self.paused)
         plan = self._stretch
-        if plan is None:  # kv_used_at and tokens_generated_at, one _progress between them
+        if plan is None:  # KV used and tokens generated at now, one _progress for both
             kv_used, tokens = self.kv.used_blocks, self.tokens_generated
         else:
             started, done = self._progress(now)
