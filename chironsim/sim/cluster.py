@@ -37,6 +37,7 @@ from chironsim.sim.mechanisms.eviction import PriorityEviction
 from chironsim.sim.mechanisms.fusion import FusionCoordinator, comm_of, pipelined_iteration_time, same_node
 from chironsim.sim.mechanisms.migration import MigrationCoordinator
 from chironsim.sim.request import Request
+from chironsim.sim.routing import LiveInstanceView
 from chironsim.sim.weight_store import WeightStore
 
 GIB = 1024**3
@@ -125,6 +126,8 @@ class Cluster:
         self.store = WeightStore(env, config.lifecycle.load_bandwidth_gbps * 1e9)
         self._loads: dict[str, simpy.Event] = {}  # weight loads in progress, by instance
         self._by_id: dict[str, Instance] = {}
+        # What routers are handed for each instance: made once, read live (see .routing)
+        self._live: dict[str, LiveInstanceView] = {}
         self._counter = 0
         self._class_pools: dict[str, list[str]] = {}
         # Pools whose instances evict lower-priority work for a higher-priority head: the
@@ -168,6 +171,7 @@ class Cluster:
         )
         self.instances[pool].append(inst)
         self._by_id[instance_id] = inst
+        self._live[instance_id] = LiveInstanceView(inst)
         return inst
 
     # --- fused groups (KunServe's parameter drop, .mechanisms.fusion) ------------------------
@@ -226,6 +230,7 @@ class Cluster:
             self.store.cancel(load)
         self.instances[inst.pool].remove(inst)
         del self._by_id[inst.instance_id]
+        del self._live[inst.instance_id]
         record = self._record(inst, spec, inst.stop_time)
         self.instance_records.append(record)
         self.stopped_tokens[inst.pool] += record.tokens_generated
@@ -272,11 +277,11 @@ class Cluster:
     def _try_place(self, req: Request, pools: list[str]) -> None:
         """Place ``req`` on a ready instance of ``pools`` that the router picks, or hold it
         in the first pool's queue (nothing ready, or the router declined)."""
-        candidates = [inst for p in pools for inst in self.instances[p] if inst.state == READY]
+        live = self._live
+        candidates = [live[inst.instance_id] for p in pools for inst in self.instances[p]
+                      if inst.state == READY]
         if candidates:
-            now = self.env.now
-            views = [inst.view(now) for inst in candidates]
-            chosen = self.router.route(self._request_view(req), views)
+            chosen = self.router.route(self._request_view(req), candidates)
             if chosen is not None:
                 self._by_id[chosen].enqueue(req)
                 return
@@ -311,14 +316,14 @@ class Cluster:
         self.backlog += 1
         if not was_empty:
             return
-        now = self.env.now
+        live = self._live
         while len(queue):
             head = queue.head()
-            candidates = [inst for p in pools for inst in self.instances[p] if inst.room_for(head)]
+            candidates = [live[inst.instance_id] for p in pools for inst in self.instances[p]
+                          if inst.room_for(head)]
             if not candidates:
                 return
-            views = [inst.view(now) for inst in candidates]
-            chosen = self.router.route(self._request_view(head), views)
+            chosen = self.router.route(self._request_view(head), candidates)
             if chosen is None:
                 return
             queue.pop()
