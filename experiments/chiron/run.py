@@ -51,7 +51,21 @@ STATIC_TARGET = 0.99
 BASELINE_INTERACTIVE_ENGINE = {"max_num_seqs": 64, "max_num_batched_tokens": 2048}
 POLICIES = ("chiron", "chiron-bmin1", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-pure-itl",
             "chiron-no-local", "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
-            "static", "reactive")
+            "static", "reactive", "llumnix", "llumnix-tuned")
+#: Llumnix baselines (issue 9 item 10): the Chiron paper compares against Llumnix "tuned and
+#: untuned" without saying what was tuned (reference/chiron.md section 5).
+LLUMNIX_POLICIES = ("llumnix", "llumnix-tuned")
+#: The tuning grid of llumnix-tuned: what an operator of Llumnix's released code can set for
+#: this workload — its dispatch policy (freeness from the last poll, or round-robin: the code
+#: has both) and the pool's instance cap, as a share of the GPU budget. Its scaling thresholds
+#: are not in the grid: while the batch job queues, the pooled freeness is far below any
+#: non-negative threshold, so they only decide when the idle tail is drained. "llumnix-1" is the
+#: released code's default (the ``llumnix`` policy).
+LLUMNIX_DISPATCH = {"llumnix": "llumnix", "rr": "round_robin"}
+LLUMNIX_CAP_SHARES = {"1": 1.0, "1/2": 0.5, "1/4": 0.25}
+LLUMNIX_GRID = tuple(f"{d}-{c}" for d in LLUMNIX_DISPATCH for c in LLUMNIX_CAP_SHARES)
+#: The seed the tuning runs on (tuned per load: the best case for the baseline).
+TUNING_SEED = 1
 #: b_min of the chiron-bmin64 variant: a higher floor for the local autoscaler (before the fix
 #: of its ratchet, see REPORT.md "Bugs", it kept instances from being parked at 16 seats).
 BMIN_VARIANT = 64
@@ -107,7 +121,7 @@ STUDIES = {
     "70b": Study("70b", {"0.5x": 0.5, "0.75x": 0.75, "1x": 1.0},
                  ("chiron", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-no-local",
                   "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
-                  "chiron-cold250", "static", "reactive"),
+                  "chiron-cold250", "static", "reactive", "llumnix", "llumnix-tuned"),
                  "1x", (8, 4)),
 }
 
@@ -160,6 +174,37 @@ def baseline_pools(n_interactive: int, n_batch: int, caps: tuple[int, int],
     }
 
 
+def llumnix_pool(cfg: dict[str, Any], tp: int, cap_share: float = 1.0) -> dict[str, Any]:
+    """Llumnix's layout: one pool serving both classes (class priorities tell them apart),
+    starting with as many instances as Chiron's pools hold at t = 0, capped at ``cap_share`` of
+    the GPU budget that Chiron's pool caps add up to. The engine is the base config's (256
+    seats, as Chiron's pools start with: Llumnix has no batch-size controller)."""
+    pools = cfg["cluster"]["pools"]
+    start = sum(p.get("instances", 0) for p in pools.values())
+    budget = sum(p.get("max_instances", p.get("instances", 0)) for p in pools.values())
+    cap = max(start, math.floor(budget * cap_share))
+    return {"serving": {"instances": start, "tp": tp, "min_instances": 1, "max_instances": cap}}
+
+
+def llumnix_point(cfg: dict[str, Any], tp: int, point: str) -> None:
+    """Make ``cfg`` (a copy of the base scenario) run Llumnix at tuning-grid ``point``:
+    the released code's defaults (scale up below freeness 10, drain above 60, every 10 s,
+    0.05 s polls, migration on, no priority headroom; interactive priority 0 is Llumnix's
+    high priority) with the point's dispatch and instance cap."""
+    dispatch, share = point.split("-", 1)
+    cfg["cluster"]["pools"] = llumnix_pool(cfg, tp, LLUMNIX_CAP_SHARES[share])
+    cfg["policy"] = {"kind": "llumnix", "dispatch": LLUMNIX_DISPATCH[dispatch]}
+
+
+def _label(study: Study, load: float) -> str:
+    return next(label for label, value in study.loads.items() if value == load)
+
+
+def tuned_point(study: Study, label: str) -> str:
+    """The grid point :func:`tune_llumnix` chose for this load."""
+    return json.loads(study.table("llumnix_tuning", "json").read_text())[label]
+
+
 def scenario(study: Study, policy: str, load: float, seed: int,
              sizing: dict[str, int]) -> dict[str, Any]:
     """The config of one run. ``sizing``: static's interactive count at this load and batch
@@ -203,6 +248,10 @@ def scenario(study: Study, policy: str, load: float, seed: int,
     elif policy == "static":
         cfg["cluster"]["pools"] = baseline_pools(sizing["interactive"], sizing["batch"], caps, tp)
         cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
+    elif policy == "llumnix":
+        llumnix_point(cfg, tp, "llumnix-1")
+    elif policy == "llumnix-tuned":
+        llumnix_point(cfg, tp, tuned_point(study, _label(study, load)))
     elif policy == "reactive":
         cfg["cluster"]["pools"] = baseline_pools(2, 1, caps, tp)
         cfg["policy"] = {"kind": "reactive", "metric": "utilization", "target": 0.6,
@@ -292,6 +341,61 @@ def size_static(study: Study) -> dict[str, int]:
     pd.DataFrame(rows).to_csv(study.table("static_sizing", "csv"), index=False)
     study.table("static_sizing", "json").write_text(json.dumps(sizing, indent=1) + "\n")
     return sizing
+
+
+# ----------------------------------------------------------------------------- Llumnix tuning
+
+#: What llumnix-tuned must reach to be chosen on GPU-hours: the Chiron e2e test's interactive
+#: bar and the whole batch job by its deadline.
+TUNING_TARGETS = {"interactive": 0.95, "batch": 0.99}
+
+
+def _tune_job(args: tuple[Study, str, str]) -> dict[str, Any]:
+    study, label, point = args
+    out = study.results / "tuning" / f"{point}_{label}_s{TUNING_SEED}"
+    if (out / "summary.parquet").exists():
+        summary = pd.read_parquet(out / "summary.parquet")
+    else:
+        cfg = with_load(load_base(study), study.loads[label])
+        cfg["seed"] = TUNING_SEED
+        cfg["name"] = f"tune-{point}-{label}-s{TUNING_SEED}"
+        llumnix_point(cfg, _tp(cfg), point)
+        summary = _run(cfg, out)
+        print(f"  tuned {out.name} ({(out / 'wall_s.txt').read_text().strip()} s)", flush=True)
+    by_class = summary.set_index("request_class")
+    return {"load": label, "point": point,
+            "slo_interactive": by_class.loc["interactive", "slo_attainment"],
+            "slo_batch": by_class.loc["batch", "slo_attainment"],
+            "gpu_hours": by_class.loc["all", "gpu_hours"],
+            "goodput_per_gpu_hour": by_class.loc["all", "goodput_tokens_per_gpu_hour"]}
+
+
+def choose_point(rows: pd.DataFrame) -> str:
+    """Among the points meeting both targets the one with the fewest GPU-hours; if none does,
+    the one with the most goodput (SLO-meeting tokens of both classes) per GPU-hour."""
+    ok = rows[(rows.slo_interactive >= TUNING_TARGETS["interactive"])
+              & (rows.slo_batch >= TUNING_TARGETS["batch"])]
+    if len(ok):
+        return str(ok.sort_values(["gpu_hours", "point"]).point.iloc[0])
+    return str(rows.sort_values(["goodput_per_gpu_hour", "point"],
+                                ascending=[False, True]).point.iloc[0])
+
+
+def tune_llumnix(study: Study, workers: int) -> dict[str, str]:
+    """Run every grid point at every load (seed TUNING_SEED) and choose one per load: the
+    tuned baseline is tuned for each load, the best case for it. Writes llumnix_tuning*.csv
+    (every point) and .json (the choice per load)."""
+    jobs = [(study, label, point) for label in study.loads for point in LLUMNIX_GRID]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            rows = pd.DataFrame(list(pool.map(_tune_job, jobs)))
+    else:
+        rows = pd.DataFrame([_tune_job(j) for j in jobs])
+    chosen = {label: choose_point(grp) for label, grp in rows.groupby("load", sort=False)}
+    rows["chosen"] = [chosen[lbl] == pt for lbl, pt in zip(rows.load, rows.point)]
+    rows.to_csv(study.table("llumnix_tuning", "csv"), index=False, float_format="%.6g")
+    study.table("llumnix_tuning", "json").write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
 
 
 # ----------------------------------------------------------------------------- runs
@@ -433,9 +537,10 @@ def figures(study: Study, agg: pd.DataFrame, seed: int = 1) -> None:
         fig.savefig(study.figure(fname), dpi=110)
         plt.close(fig)
 
-    # instances over time per pool, chiron vs reactive (and static for reference)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for ax, policy in zip(axes, ("chiron", "reactive")):
+    # instances over time per pool: chiron, the reactive autoscaler and Llumnix's scaler
+    shown = ("chiron", "reactive", "llumnix", "llumnix-tuned")
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 3.8), sharey=True)
+    for ax, policy in zip(axes, shown):
         ts = pd.read_parquet(study.results / f"{policy}_{load_for_timeseries}_s{seed}" /
                              "timeseries.parquet")
         ts = ts.assign(active=ts.provisioning + ts.loading + ts.ready + ts.draining)
@@ -469,7 +574,8 @@ def figures(study: Study, agg: pd.DataFrame, seed: int = 1) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("all", "size", "runs", "aggregate"), default="all")
+    parser.add_argument("--stage", choices=("all", "size", "tune", "runs", "aggregate"),
+                        default="all")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", choices=tuple(STUDIES), default="8b",
                         help="which study: configs/base_<model>.yaml and its own output names")
@@ -484,6 +590,12 @@ def main() -> None:
         sizing = json.loads(sizing_file.read_text())
     print("static sizing:", sizing, flush=True)
     if args.stage == "size":
+        return
+    tuning_file = study.table("llumnix_tuning", "json")
+    if args.stage in ("all", "tune") or not tuning_file.exists():
+        print("tuning the Llumnix baseline", flush=True)
+        print("llumnix-tuned:", tune_llumnix(study, args.workers), flush=True)
+    if args.stage == "tune":
         return
     if args.stage in ("all", "runs"):
         table = run_all(study, sizing, args.workers)

@@ -3,7 +3,8 @@
     python experiments/chiron/tables.py            # the 8B study
     python experiments/chiron/tables.py --model 70b
 
-Reads ``aggregate[_<model>].csv`` and ``runs[_<model>].csv`` written by ``run.py``.
+Reads ``aggregate[_<model>].csv``, ``runs[_<model>].csv`` and ``llumnix_tuning[_<model>].csv``
+written by ``run.py``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,19 @@ def seeds_table(study: Study, policies: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def tuning_table(study: Study) -> str:
+    """Every point of llumnix-tuned's grid at every load (seed 1), the chosen one in bold."""
+    rows = pd.read_csv(study.table("llumnix_tuning", "csv"))
+    lines = ["| load | point (dispatch-cap share) | interactive SLO | batch by deadline "
+             "| GPU-hours | goodput (M tok/GPU-h) |", "|---|---|---|---|---|---|"]
+    for load in study.loads:
+        for r in rows[rows.load == load].itertuples():
+            name = f"**{r.point}**" if r.chosen else r.point
+            lines.append(f"| {load} | {name} | {r.slo_interactive:.3f} | {r.slo_batch:.3f} "
+                         f"| {r.gpu_hours:.2f} | {r.goodput_per_gpu_hour / 1e6:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=tuple(STUDIES), default="8b")
@@ -89,7 +103,8 @@ def main() -> None:
     study = STUDIES[args.model]
     print(results_table(study), end="\n\n")
     print(pools_table(study, study.policies), end="\n\n")
-    print(seeds_table(study, study.policies))
+    print(seeds_table(study, study.policies), end="\n\n")
+    print(tuning_table(study))
 
 
 if __name__ == "__main__":
