@@ -119,3 +119,22 @@ def test_clip_keeps_requests_in_context(mix):
     cfg = serving.l2_scenario(mix, "infaas++", 1.0, None, 1)
     stream = cfg["workload"]["streams"][0]
     assert stream["max_prompt_tokens"] == serving.CLIP and stream["max_output_tokens"] == serving.CLIP
+
+
+def test_the_30b_deployment_is_four_tp4_instances_within_its_2k_context() -> None:
+    cfg = serving.l2_scenario("burstgpt", "llumnix", 2.0, 2.0, 1, deployment="30b")
+    parse_config(cfg, "<30b>", HERE)
+    assert cfg["cluster"]["model"] == "llama-30b"
+    assert cfg["cluster"]["pools"]["default"] == {"instances": 4, "tp": 4}
+    stream = cfg["workload"]["streams"][0]
+    assert stream["max_prompt_tokens"] + stream["max_output_tokens"] <= 2048
+
+
+def test_the_knee_rule_reads_the_scan() -> None:
+    """The highest rate whose INFaaS++ P99 TTFT stays within KNEE_FACTOR of the lowest rate's,
+    and the next scanned rate; the 7B scan gives the knees its grid was run at."""
+    scan = pd.DataFrame({"mix": ["m"] * 4, "policy": ["infaas++"] * 4,
+                         "rate": [1.0, 2.0, 3.0, 4.0], "ttft_p99": [0.4, 0.5, 0.61, 90.0]})
+    assert llumnix_run.knees(scan) == ({"m": (2.0,)}, {"m": 3.0})
+    at_knee, _ = llumnix_run.knees(pd.read_csv(HERE / "l2_scan.csv"))
+    assert at_knee == llumnix_run.L2_RATES

@@ -164,9 +164,11 @@ SCAN_RATES = (8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0)
 SCAN_POLICIES = ("infaas++", "llumnix")
 
 
-def l2scan_jobs(mixes_=L2_MIXES, rates=SCAN_RATES, num_requests=serving.NUM_REQUESTS):
+def l2scan_jobs(mixes_=L2_MIXES, rates=SCAN_RATES, num_requests=serving.NUM_REQUESTS,
+                deployment="7b"):
     return [({"mix": m, "policy": p, "rate": r, "cv": 1.0, "seed": 1},
-             serving.l2_scenario(m, p, r, None, 1, num_requests=num_requests), None)
+             serving.l2_scenario(m, p, r, None, 1, num_requests=num_requests,
+                                 deployment=deployment), None)
             for m in mixes_ for r in rates for p in SCAN_POLICIES]
 
 
@@ -185,7 +187,7 @@ L2_POLICIES = tuple(serving.POLICIES)
 
 
 def l2_jobs(rates=None, cvs=L2_CVS, seeds=serving.SEEDS, num_requests=serving.NUM_REQUESTS,
-            past_knee=None):
+            past_knee=None, deployment="7b"):
     if rates is None:
         rates, past_knee = L2_RATES, L2_POISSON_PAST_KNEE
     points = [(m, r, cv) for m, rs in rates.items() for r in rs for cv in cvs]
@@ -195,12 +197,47 @@ def l2_jobs(rates=None, cvs=L2_CVS, seeds=serving.SEEDS, num_requests=serving.NU
         for p in L2_POLICIES:
             for seed in seeds:
                 jobs.append(({"mix": m, "policy": p, "rate": r, "cv": cv, "seed": seed},
-                             serving.l2_scenario(m, p, r, cv, seed, num_requests=num_requests), None))
+                             serving.l2_scenario(m, p, r, cv, seed, num_requests=num_requests,
+                                                 deployment=deployment), None))
     return jobs
 
 
 def stage_l2() -> pd.DataFrame:
     return run_jobs(l2_jobs(), HERE / "l2.csv")
+
+
+#: The LLaMA-30B deployment (4 × TP 4 on A10): its rate scan, lower rates for a slower model.
+SCAN_RATES_30B = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0)
+#: The knee rule, written down for the 30B scan (the 7B knees were read off l2_scan.csv by the
+#: same rule): the highest scanned rate whose INFaaS++ P99 TTFT is within KNEE_FACTOR of its
+#: value at the lowest scanned rate. One step past it is the next scanned rate.
+KNEE_FACTOR = 1.5
+
+
+def knees(scan: pd.DataFrame) -> tuple[dict[str, tuple[float, ...]], dict[str, float]]:
+    """(knee rate per mix, next scanned rate per mix) from a rate scan's rows."""
+    at_knee: dict[str, tuple[float, ...]] = {}
+    past: dict[str, float] = {}
+    for mix, part in scan[scan.policy == "infaas++"].groupby("mix", sort=False):
+        part = part.sort_values("rate")
+        flat = part.ttft_p99.iloc[0] * KNEE_FACTOR
+        rates = list(part.rate)
+        knee = max(r for r, p99 in zip(part.rate, part.ttft_p99) if p99 <= flat)
+        at_knee[mix] = (float(knee),)
+        if rates.index(knee) + 1 < len(rates):
+            past[mix] = float(rates[rates.index(knee) + 1])
+    return at_knee, past
+
+
+def stage_l2scan30b() -> pd.DataFrame:
+    return run_jobs(l2scan_jobs(rates=SCAN_RATES_30B, deployment="30b"), HERE / "l2_scan_30b.csv")
+
+
+def stage_l2_30b() -> pd.DataFrame:
+    """The main grid on the 30B deployment, at the knees its own scan gives."""
+    rates, past = knees(pd.read_csv(HERE / "l2_scan_30b.csv"))
+    print(f"  30b knees {rates}, past the knee {past}", flush=True)
+    return run_jobs(l2_jobs(rates=rates, past_knee=past, deployment="30b"), HERE / "l2_30b.csv")
 
 
 #: L3: one mix at its L2 knee rate, Poisson and Gamma; Llumnix-base against Llumnix with the
@@ -314,6 +351,8 @@ def stage_figures() -> pd.DataFrame:
 
 STAGES: dict[str, Callable[[], pd.DataFrame]] = {"l1": stage_l1, "mixes": stage_mixes,
                                                   "l2scan": stage_l2scan, "l2": stage_l2,
+                                                  "l2scan30b": stage_l2scan30b,
+                                                  "l2_30b": stage_l2_30b,
                                                   "l3": stage_l3, "l4": stage_l4,
                                                   "l4steep": stage_l4steep,
                                                   "figures": stage_figures}

@@ -50,6 +50,25 @@ GPU = "a10"
 CLIP = 2048
 NUM_REQUESTS = 10_000
 INSTANCES = 16
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One of the paper's two serving deployments (L2): the model, its tensor-parallel degree,
+    the instance count and the per-column length clip that keeps prompt + output within the
+    model's context."""
+
+    model: str
+    tp: int
+    instances: int
+    clip: int
+
+
+#: "7b": 16 × LLaMA-7B shapes, TP 1 (see Choices). "30b": 4 × LLaMA-30B, TP 4, on the same A10s;
+#: its context is 2,048 tokens, so prompt and output are each clipped at 1,024 (the mixes'
+#: means shrink; the means actually run are recorded per run).
+DEPLOYMENTS = {"7b": Deployment(MODEL, 1, INSTANCES, CLIP),
+               "30b": Deployment("llama-30b", 4, 4, 1024)}
 SEEDS = (1, 2, 3)
 #: Period of the fragmentation probe (s): often enough to average over, cheap (16 reports).
 PROBE_INTERVAL_S = 0.25
@@ -65,10 +84,11 @@ POLICIES: dict[str, tuple[dict[str, Any], bool]] = {
 
 # --- scenarios -------------------------------------------------------------------------------
 
-def _stream(mix: str, arrival: dict[str, Any], num_requests: int, request_class: str) -> dict[str, Any]:
+def _stream(mix: str, arrival: dict[str, Any], num_requests: int, request_class: str,
+            clip: int = CLIP) -> dict[str, Any]:
     s = mixes.stream(mix, arrival, num_requests=num_requests, request_class=request_class)
-    s["max_prompt_tokens"] = min(s.get("max_prompt_tokens", CLIP), CLIP)
-    s["max_output_tokens"] = min(s.get("max_output_tokens", CLIP), CLIP)
+    s["max_prompt_tokens"] = min(s.get("max_prompt_tokens", clip), clip)
+    s["max_output_tokens"] = min(s.get("max_output_tokens", clip), clip)
     return s
 
 
@@ -80,8 +100,8 @@ def arrival(rate: float, cv: float | None) -> dict[str, Any]:
 
 
 def _base(name: str, seed: int, streams: list, classes: dict, policy: dict, priority_scheduling: bool,
-          pool: dict, lifecycle: dict | None = None) -> dict[str, Any]:
-    cluster: dict[str, Any] = {"model": MODEL, "gpu": GPU,
+          pool: dict, lifecycle: dict | None = None, model: str = MODEL) -> dict[str, Any]:
+    cluster: dict[str, Any] = {"model": model, "gpu": GPU,
                                "engine": {"priority_scheduling": priority_scheduling},
                                "pools": {"default": pool}}
     if lifecycle:
@@ -92,13 +112,20 @@ def _base(name: str, seed: int, streams: list, classes: dict, policy: dict, prio
 
 
 def l2_scenario(mix: str, policy: str, rate: float, cv: float | None, seed: int, *,
-                num_requests: int = NUM_REQUESTS, instances: int = INSTANCES) -> dict[str, Any]:
-    """16 instances, one class, one stream of ``num_requests`` requests of ``mix``."""
+                num_requests: int = NUM_REQUESTS, instances: int | None = None,
+                deployment: str = "7b") -> dict[str, Any]:
+    """The deployment's instances (16 × 7B by default), one class, one stream of
+    ``num_requests`` requests of ``mix``."""
     settings, prio = POLICIES[policy]
-    return _base(f"l2-{mix}-{policy}-r{rate:g}-cv{cv or 1:g}-s{seed}", seed,
-                 [_stream(mix, arrival(rate, cv), num_requests, "default")],
+    dep = DEPLOYMENTS[deployment]
+    tag = "" if deployment == "7b" else f"{deployment}-"
+    pool: dict[str, Any] = {"instances": instances or dep.instances}
+    if dep.tp != 1:
+        pool["tp"] = dep.tp
+    return _base(f"l2-{tag}{mix}-{policy}-r{rate:g}-cv{cv or 1:g}-s{seed}", seed,
+                 [_stream(mix, arrival(rate, cv), num_requests, "default", dep.clip)],
                  {"default": {"priority": 0, "slo": {"ttft": 10.0}}},
-                 {**settings, "scaling": False}, prio, {"instances": instances})
+                 {**settings, "scaling": False}, prio, pool, model=dep.model)
 
 
 #: Share of high-priority requests (L3).
