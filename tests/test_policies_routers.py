@@ -141,3 +141,51 @@ def test_single_pass_routers_match_a_sorted_reference(loads):
                 key=lambda k: (-cands[k].kv_free_blocks, cands[k].outstanding, k))
     assert LeastOutstandingRouter().route(REQUEST, cands) == cands[by_load].instance_id
     assert KVAwareRouter().route(REQUEST, cands) == cands[by_kv].instance_id
+
+
+class CountingView:
+    """Duck-typed view that counts the figures a router reads (a live view computes each
+    one on the instance, so fewer reads is less work per arrival)."""
+
+    def __init__(self, name: str, outstanding: int, kv_utilization: float, reads: list[str]):
+        self.instance_id = name
+        self._outstanding, self._kv, self._reads = outstanding, kv_utilization, reads
+
+    @property
+    def outstanding(self) -> int:
+        self._reads.append(f"{self.instance_id}.outstanding")
+        return self._outstanding
+
+    @property
+    def kv_utilization(self) -> float:
+        self._reads.append(f"{self.instance_id}.kv")
+        return self._kv
+
+
+def test_least_outstanding_reads_kv_only_on_ties_and_stops_at_an_empty_instance():
+    reads: list[str] = []
+    cands = [CountingView("a", 3, 0.5, reads), CountingView("b", 1, 0.2, reads),
+             CountingView("c", 2, 0.0, reads), CountingView("d", 0, 0.0, reads),
+             CountingView("e", 0, 0.0, reads)]
+    assert LeastOutstandingRouter().route(REQUEST, cands) == "d"
+    assert "e.outstanding" not in reads  # nothing after an empty instance can beat it
+    assert [r for r in reads if r.endswith(".kv")] == ["d.kv"]  # no tie before d: no KV read
+    reads.clear()
+    level = [CountingView("a", 1, 0.3, reads), CountingView("b", 1, 0.1, reads),
+             CountingView("c", 2, 0.0, reads)]
+    assert LeastOutstandingRouter().route(REQUEST, level) == "b"
+    assert "c.kv" not in reads
+    reads.clear()
+    idle = [CountingView("a", 0, 0.0, reads), CountingView("b", 0, 0.0, reads)]
+    assert LeastOutstandingRouter().route(REQUEST, idle) == "a"
+    assert reads == ["a.outstanding", "a.kv"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=10))
+def test_least_outstanding_with_many_empty_instances_matches_the_sorted_reference(loads):
+    """Zeros are frequent here, so the early stop and the lazy KV read are exercised."""
+    cands = [inst(f"i{k}", running=r, kv_used=u, kv_cap=4) for k, (r, u) in enumerate(loads)]
+    expected = min(range(len(cands)),
+                   key=lambda k: (cands[k].outstanding, cands[k].kv_utilization, k))
+    assert LeastOutstandingRouter().route(REQUEST, cands) == cands[expected].instance_id

@@ -38,21 +38,43 @@ class RoundRobinRouter:
 
 class LeastOutstandingRouter:
     """Fewest running + waiting requests; ties go to the lower KV utilisation, then the earlier
-    candidate. The "load-balanced" dispatch that Llumnix compares against."""
+    candidate. The "load-balanced" dispatch that Llumnix compares against.
+
+    The KV utilisation is the costly figure on a live instance (inside a stretch it depends on
+    the time), so it is read only to break a tie on outstanding requests. Counts and blocks
+    are never negative, so an empty instance with an empty cache (0 outstanding, utilisation
+    0.0) cannot be beaten by a later candidate: the scan stops there, which makes a lightly
+    loaded large cluster cost a few candidates per arrival, not all of them.
+    """
 
     __slots__ = ()
 
     def route(self, request: RequestView, candidates: Sequence[InstanceView]) -> str:
         best = candidates[0]
         best_outstanding = best.outstanding
-        best_kv = best.kv_utilization
-        for inst in candidates:  # the first compares equal to itself: no slice, no copy
+        best_kv: float | None = None  # read on the first tie
+        if best_outstanding == 0:
+            best_kv = best.kv_utilization
+            if best_kv == 0.0:
+                return best.instance_id
+        for inst in candidates:  # no slice, no copy: the first is skipped below
             outstanding = inst.outstanding
-            if outstanding > best_outstanding:
+            if outstanding > best_outstanding or inst is best:
                 continue
+            if outstanding < best_outstanding:
+                best, best_outstanding, best_kv = inst, outstanding, None
+                if outstanding == 0:
+                    best_kv = inst.kv_utilization
+                    if best_kv == 0.0:
+                        break
+                continue
+            if best_kv is None:
+                best_kv = best.kv_utilization
             kv = inst.kv_utilization
-            if outstanding < best_outstanding or kv < best_kv:
-                best, best_outstanding, best_kv = inst, outstanding, kv
+            if kv < best_kv:
+                best, best_kv = inst, kv
+                if outstanding == 0 and kv == 0.0:
+                    break
         return best.instance_id
 
 
