@@ -382,9 +382,12 @@ class Cluster:
         out, into = self.migrations.out_count, self.migrations.in_count
         pools = {}
         for name, spec in self.pools.items():
-            reports = tuple(inst.load_report(now, out.get(inst.instance_id, 0),
-                                             into.get(inst.instance_id, 0))
-                            for inst in self.instances[name])
+            if out or into:
+                reports = tuple([inst.load_report(now, out.get(inst.instance_id, 0),
+                                                  into.get(inst.instance_id, 0))
+                                 for inst in self.instances[name]])
+            else:  # no migration under way (the usual poll): no look-ups
+                reports = tuple([inst.load_report(now) for inst in self.instances[name]])
             pools[name] = PoolView(name=name, instances=(), queued=len(self.queues[name]),
                                    min_instances=spec.config.min_instances,
                                    max_instances=spec.config.max_instances, load=reports)

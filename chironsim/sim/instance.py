@@ -150,6 +150,9 @@ class Instance:
         self.drain_time = math.nan
         self.stop_time = math.nan
         self._stretch: Stretch | None = None
+        # The last load report and its fields, handed out again while they hold (load_report)
+        self._last_report: LoadReport | None = None
+        self._last_report_fields: tuple = ()
         self._wake: simpy.Event | None = None
         # Where inter-token gaps go (the host's ``itl_recorder``, read when the loop starts):
         # an :class:`~chironsim.metrics.histogram.ItlRecorder`, or None to keep none.
@@ -674,10 +677,21 @@ class Instance:
         return started, done
 
     def kv_used_at(self, now: float) -> int:
+        """KV blocks in use at ``now``, exact inside a stretch: :meth:`_progress`'s started
+        count and :meth:`_kv_used_in`'s formula in one call, because every poll and every
+        routing tie reads this for each instance."""
+        kv = self.kv
         plan = self._stretch
         if plan is None:
-            return self.kv.used_blocks
-        return self._kv_used_in(plan, self._progress(now)[0])
+            return kv.capacity - kv.free_blocks
+        growth_cum = plan.growth_cum
+        if now < plan.start_time:  # no iteration started: none of the claim is in use
+            return kv.capacity - kv.free_blocks - int(growth_cum[-1])
+        k = plan.k
+        done = int(plan.ends.searchsorted(now, "right"))
+        if done >= k:
+            return kv.capacity - kv.free_blocks - int(growth_cum[-1] - growth_cum[k - 1])
+        return kv.capacity - kv.free_blocks - int(growth_cum[-1] - growth_cum[done])
 
     def _kv_used_in(self, plan: Stretch, started: int) -> int:
         used = self.kv.used_blocks
@@ -722,21 +736,28 @@ class Instance:
         Queued demand is this engine's own ``pending_blocks`` (whole blocks, swapped-out KV
         included) where the released code sums ``prompt_len / block_size`` over its waiting
         queue; the head of line is the released code's unrounded form."""
-        head = self.waiting[0][1] if self.waiting else None
-        decoding = len(self.decodes)
-        return LoadReport(
-            self.instance_id, self.pool, self.state, self.kv.capacity,
-            self.kv.capacity - self.kv_used_at(now), self.kv.watermark,
+        waiting, swapped, kv = self.waiting, self.swapped, self.kv
+        decoding = len(self.decodes.members)
+        fields = (
+            self.instance_id, self.pool, self.state, kv.capacity,
+            kv.capacity - self.kv_used_at(now), kv.watermark,
             decoding + len(self.prefilling) + len(self.arriving) + len(self.paused),
-            len(self.waiting) + len(self.swapped),
+            len(waiting) + len(swapped),
             float(self.pending_blocks),
-            head.prefill_target / self.block_size if head is not None else 0.0,
-            len(self.swapped) + self.preempted_waiting,
+            waiting[0][1].prefill_target / self.block_size if waiting else 0.0,
+            len(swapped) + self.preempted_waiting,
             migrations_out, migrations_in,
-            movable=max(0, decoding - migrations_out),
-            running_priorities=tuple(self.running_by_priority),
-            group=self.group,
+            decoding - migrations_out if decoding > migrations_out else 0,  # movable
+            tuple(self.running_by_priority),
+            self.group,
         )
+        # Half the polls find an instance as the previous one did; building the frozen
+        # report is most of a poll's cost, so an unchanged one is handed out again.
+        last = self._last_report
+        if last is None or fields != self._last_report_fields:
+            last = self._last_report = LoadReport(*fields)
+            self._last_report_fields = fields
+        return last
 
     # --- end of simulation ----------------------------------------------------------------
     @property
