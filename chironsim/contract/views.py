@@ -13,6 +13,12 @@ from chironsim.contract.load import LoadReport
 from chironsim.contract.states import LOADING, PROVISIONING, READY
 
 
+def kv_utilization(used_blocks: int, capacity_blocks: int) -> float:
+    """Blocks used over capacity; an instance with no KV cache counts as full (nothing fits).
+    One formula for the view, the live views routers read and the timeseries."""
+    return used_blocks / capacity_blocks if capacity_blocks else 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class InstanceView:
     """One instance as a policy sees it at ``time``.
@@ -59,7 +65,7 @@ class InstanceView:
 
     @property
     def kv_utilization(self) -> float:
-        return self.kv_used_blocks / self.kv_capacity_blocks if self.kv_capacity_blocks else 1.0
+        return kv_utilization(self.kv_used_blocks, self.kv_capacity_blocks)
 
     @property
     def accepting(self) -> bool:

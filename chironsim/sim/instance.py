@@ -701,22 +701,30 @@ class Instance:
         so_far = int(plan.growth_cum[started - 1]) if started else 0
         return used - (planned - so_far)
 
+    def occupancy(self, now: float) -> tuple[int, int, int, int]:
+        """Running and waiting requests, KV blocks in use and output tokens generated at
+        ``now``, exact inside a stretch (one _progress for both time-dependent figures).
+        :meth:`view` and the timeseries sampler share it; the sampler reads every instance
+        at every sample and needs no frozen view for that."""
+        running = (len(self.decodes.members) + len(self.prefilling) + len(self.arriving)
+                   + len(self.paused))
+        waiting = len(self.waiting) + len(self.swapped)
+        plan = self._stretch
+        if plan is None:
+            return running, waiting, self.kv.used_blocks, self.tokens_generated
+        started, done = self._progress(now)
+        return (running, waiting, self._kv_used_in(plan, started),
+                self.tokens_generated + plan.decodes * done)
+
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
-        running = len(self.decodes) + len(self.prefilling) + len(self.arriving) + len(self.paused)
-        plan = self._stretch
-        if plan is None:  # KV used and tokens generated at now, one _progress for both
-            kv_used, tokens = self.kv.used_blocks, self.tokens_generated
-        else:
-            started, done = self._progress(now)
-            kv_used = self._kv_used_in(plan, started)
-            tokens = self.tokens_generated + plan.decodes * done
+        running, waiting, kv_used, tokens = self.occupancy(now)
         return InstanceView(
             instance_id=self.instance_id,
             pool=self.pool,
             state=self.state,
             running=running,
-            waiting=len(self.waiting) + len(self.swapped),
+            waiting=waiting,
             kv_used_blocks=kv_used,
             kv_capacity_blocks=self.kv.capacity,
             max_num_seqs=self.max_num_seqs,

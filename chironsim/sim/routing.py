@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chironsim.contract.states import READY
-from chironsim.contract.views import InstanceView
+from chironsim.contract.views import InstanceView, kv_utilization
 
 if TYPE_CHECKING:  # the instance module imports SimPy; this one only reads instances
     from chironsim.sim.instance import Instance
@@ -117,13 +117,13 @@ class LiveInstanceView(InstanceView):
     @property
     def kv_utilization(self) -> float:
         inst = self._inst
-        capacity = inst.kv.capacity
-        return inst.kv_used_at(inst.env.now) / capacity if capacity else 1.0
+        return kv_utilization(inst.kv_used_at(inst.env.now), inst.kv.capacity)
 
     # --- cumulative counters -----------------------------------------------------------------
     @property
     def tokens_generated(self) -> int:  # type: ignore[override]
-        return self.snapshot().tokens_generated  # no router reads it: the full formula
+        inst = self._inst
+        return inst.occupancy(inst.env.now)[3]
 
     @property
     def decode_iterations(self) -> int:  # type: ignore[override]

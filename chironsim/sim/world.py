@@ -18,6 +18,7 @@ from chironsim.metrics.histogram import ItlRecorder
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
 from chironsim.contract.protocols import Autoscaler, Router
+from chironsim.contract.views import kv_utilization
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.sim.cluster import Cluster
 from chironsim.sim.config import ClusterConfig
@@ -115,28 +116,46 @@ class Simulation:
             f"raise the interval or set duration_s")
 
     def _sample(self) -> None:
+        """One row per pool: every instance's figures at now, in one pass (no frozen view
+        per instance: this runs for the whole cluster every ``sample_interval_s``). Sums go
+        in instance order, so floats add up as they always did."""
         now = self.env.now
         for name in self.cluster.pools:
-            insts = self.cluster.instances[name]
-            views = [inst.view(now) for inst in insts]
-            ready = [v for v in views if v.state == READY]
-            tokens = self.cluster.stopped_tokens[name] + sum(v.tokens_generated for v in views)
+            provisioning = loading = ready = draining = fused = 0
+            waiting = running = kv_sum = seqs_sum = 0
+            tokens = self.cluster.stopped_tokens[name]
+            for inst in self.cluster.instances[name]:
+                inst_running, inst_waiting, kv_used, inst_tokens = inst.occupancy(now)
+                running += inst_running
+                waiting += inst_waiting
+                tokens += inst_tokens
+                fused += 1 if inst.group else 0
+                state = inst.state
+                if state == READY:
+                    ready += 1
+                    kv_sum += kv_utilization(kv_used, inst.kv.capacity)
+                    seqs_sum += inst.max_num_seqs
+                elif state == PROVISIONING:
+                    provisioning += 1
+                elif state == LOADING:
+                    loading += 1
+                elif state == DRAINING:
+                    draining += 1
             previous = self._tokens_at_last_sample.get(name, 0)
             self._tokens_at_last_sample[name] = tokens
             self.timeseries.append({
                 "time": now,
                 "pool": name,
-                "provisioning": sum(v.state == PROVISIONING for v in views),
-                "loading": sum(v.state == LOADING for v in views),
-                "ready": len(ready),
-                "draining": sum(v.state == DRAINING for v in views),
-                "waiting": sum(v.waiting for v in views) + len(self.cluster.queues[name])
-                + self._global_waiting(name),
-                "running": sum(v.running for v in views),
-                "kv_utilization": (sum(v.kv_utilization for v in ready) / len(ready)) if ready else math.nan,
-                "max_num_seqs": (sum(v.max_num_seqs for v in ready) / len(ready)) if ready else math.nan,
+                "provisioning": provisioning,
+                "loading": loading,
+                "ready": ready,
+                "draining": draining,
+                "waiting": waiting + len(self.cluster.queues[name]) + self._global_waiting(name),
+                "running": running,
+                "kv_utilization": kv_sum / ready if ready else math.nan,
+                "max_num_seqs": seqs_sum / ready if ready else math.nan,
                 "tokens_per_s": (tokens - previous) / self.sample_interval_s if now > 0 else 0.0,
-                "fused_members": sum(1 for v in views if v.group),
+                "fused_members": fused,
             })
 
     def _global_waiting(self, pool: str) -> int:
