@@ -326,3 +326,11 @@ def test_decode_stretch_pricing_is_bit_identical_to_the_general_array_path(model
         half = max(1, timer.model.num_layers // 2)
         assert np.array_equal(timer.stage_time(half, False, 0, 0.0, decodes, contexts),
                               timer.stage_time(half, False, *general, contexts))
+        # a scalar prefill beside the contexts takes the same path (its parts as floats)
+        prefill = int(rng.integers(1, 600))
+        work = float(prefill_attention_work(prefill, float(rng.integers(0, 4000))))
+        with_prefill = (np.full(n, prefill), np.full(n, work), np.full(n, decodes))
+        assert np.array_equal(timer.iteration_time(prefill, work, decodes, contexts),
+                              timer.iteration_time(*with_prefill, contexts))
+        assert np.array_equal(timer.stage_time(half, True, prefill, work, decodes, contexts),
+                              timer.stage_time(half, True, *with_prefill, contexts))

@@ -17,9 +17,9 @@ Everything in a layer except attention depends only on the iteration's token cou
 part is tabulated per integer T (numpy, grown on demand) and a call reads it; attention and the
 LM head are evaluated per call. The simulator calls `iteration_time` once per iteration, and
 with numpy arrays to price a stretch of decode iterations at once. Both paths read the same
-table and evaluate the same expression in the same order (builtin max/min for Python scalars,
-np.maximum/np.minimum otherwise), so an array call equals the element-wise scalar calls bit
-for bit. `stage_time` prices one pipeline stage (some of the layers, the LM head on the last
+table and evaluate the same expression in the same order (builtin max/min on Python floats,
+including a stretch's batch parts, which are scalars; np.maximum/np.minimum on arrays), so an
+array call equals the element-wise scalar calls bit for bit. `stage_time` prices one pipeline stage (some of the layers, the LM head on the last
 stage only) for KunServe's fused groups with the same table and expression, so the same parity
 holds; chironsim/perf/pipeline.py adds the hops between stages.
 """
@@ -238,8 +238,9 @@ class IterationTimeModel:
             dc = np.asarray(decode_context, dtype=float)
             if pt + ds <= 0:
                 return np.zeros(dc.shape) if dc.ndim else 0.0
-            result = self._time(pt, float(prefill_attention_work), ds, dc, self._token_part(pt + ds),
-                                np.maximum, np.minimum, layers, lm_head)
+            base, head = self._batch_parts(pt, float(prefill_attention_work), ds, self._token_part(pt + ds),
+                                           max, min, lm_head)
+            result = self._with_context(base, head, ds, dc, np.maximum, np.minimum, layers)
             return float(result) if np.ndim(result) == 0 else result
         args = (prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
         arrays = np.broadcast_arrays(*[np.asarray(a, dtype=float) for a in args])
@@ -250,22 +251,37 @@ class IterationTimeModel:
         return float(result) if result.ndim == 0 else result
 
     def _time(self, pt, paw, ds, dc, per_token, maximum: Callable, minimum: Callable, layers: int, lm_head: bool):
+        base, head = self._batch_parts(pt, paw, ds, per_token, maximum, minimum, lm_head)
+        return self._with_context(base, head, ds, dc, maximum, minimum, layers)
+
+    def _batch_parts(self, pt, paw, ds, per_token, maximum: Callable, minimum: Callable, lm_head: bool):
+        """What does not depend on the decode contexts: a layer's token-count part plus its
+        prefill attention, and the LM head (None without it). Split from the context part so
+        that a stretch, whose batch is fixed, evaluates these once with builtin max/min on
+        floats (the same doubles as numpy's; numpy's scalar dispatch was a third of pricing
+        a stretch) and only the context part on arrays."""
         overlap, floor = self._overlap, self._floor
-        layer = per_token
         # prefill attention: compute on query-key pairs, memory on KV read per query tile + writes
         tc = self._attn_flops * paw
         tm = self._attn_read_per_work * paw + self._attn_per_token * pt
-        layer = layer + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor * (pt > 0))
-        # decode attention: every sequence reads its whole context's K and V
-        tc = self._attn_flops * dc
-        tm = self._attn_per_context * dc + self._attn_per_token * ds
-        layer = layer + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor * (ds > 0))
+        base = per_token + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor * (pt > 0))
         if not lm_head:
-            return layers * layer + self._overhead
+            return base, None
         # LM head on the tokens that are sampled: every decode, and the last token of a prefill
         compute, weights, activations = self._lm_head
         sampled = ds + minimum(pt, 1.0)
         tc = compute * sampled
         tm = weights + activations * sampled
-        head = maximum(tc, tm) + overlap * minimum(tc, tm) + floor
+        return base, maximum(tc, tm) + overlap * minimum(tc, tm) + floor
+
+    def _with_context(self, base, head, ds, dc, maximum: Callable, minimum: Callable, layers: int):
+        """The decode attention on top of ``base``, then all layers, the head and the overhead,
+        in the order the one-expression form added them (bit-identical)."""
+        overlap, floor = self._overlap, self._floor
+        # decode attention: every sequence reads its whole context's K and V
+        tc = self._attn_flops * dc
+        tm = self._attn_per_context * dc + self._attn_per_token * ds
+        layer = base + (maximum(tc, tm) + overlap * minimum(tc, tm) + floor * (ds > 0))
+        if head is None:
+            return layers * layer + self._overhead
         return layers * layer + head + self._overhead
