@@ -76,6 +76,14 @@ MAX_MIGRATION_STAGES = 100
 MAX_STAGE_LATENCY_S = 1.0
 MAX_BANDWIDTH_GBPS = 100_000.0
 
+#: instances in one fused group (KunServe): each stage must keep at least one layer, and the
+#: deepest model in the catalog (Llama-3.1-405B) has 126; past a few dozen stages the pipeline
+#: is all hops.
+MAX_GROUP_SIZE = 64
+#: samples one usage window holds per instance (KunServe): a window of an hour sampled every
+#: 0.05 s; the released code's is 30.
+MAX_WINDOW_SAMPLES = 100_000
+
 # --- identities ------------------------------------------------------------------------------
 
 #: seeds are stored as int64 in the sweep tables.
@@ -94,3 +102,12 @@ MAX_LOGNORMAL_SIGMA = 10.0
 #: longer describes the traced service (an hour would become 3.6 s or 6 weeks).
 MIN_RATE_SCALE = 1e-3
 MAX_RATE_SCALE = 1_000.0
+
+# --- engine overhead -------------------------------------------------------------------------
+
+#: an engine's constant cost per iteration (s): the largest published is ~8.5 ms (vLLM with Ray
+#: workers at TP 4, Vidur's profile); half a second is a unit mistake (ms for s).
+MAX_ENGINE_OVERHEAD_S = 0.5
+#: an engine's cost per sequence in an iteration, or per layer launched without CUDA graphs (s):
+#: published figures are 27-49 us; 10 ms would make a 256-sequence decode step take 2.6 s.
+MAX_ENGINE_OVERHEAD_TERM_S = 0.01

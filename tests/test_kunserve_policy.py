@@ -114,3 +114,92 @@ def test_the_regression_scenario_drops_exchanges_restores_and_splits():
     assert ts.fused_members.iloc[-1] == 0
     fused = ts[ts.fused_members == 2]
     assert (fused.ready == 1).all()  # the follower is fused, not ready; the leader serves
+
+
+# ----------------------------------------------------------------------------- greedy drop plan
+
+def _greedy_view(*reports, gain_per_member=300):
+    gains = tuple((g - 1) * gain_per_member for g in range(2, 9))
+    return ClusterView(1.0, {"p": PoolView("p", (), load=tuple(reports), fusion_gain_blocks=gains)})
+
+
+def test_the_greedy_plan_fuses_a_voter_with_its_least_used_partners():
+    """p-2 votes (usage >= 95 %, demand >= free) and lacks 500 - 10 = 490 blocks: two partners
+    (gain 2 x 300) cover it, one (300) does not; the least-used independents join it. p-3 is
+    already fused and takes no part."""
+    view = _greedy_view(_report("p-0", 300, 0, 0), _report("p-1", 100, 0, 0),
+                        _report("p-2", 990, 500, 4), _report("p-3", 200, 0, 0, group="p-3"),
+                        _report("p-4", 50, 0, 0))
+    actions = _checker(drop_plan="greedy", group_size=4)[1].on_tick(view)
+    assert [a.instances for a in actions] == [("p-2", "p-4", "p-1")]
+    assert "greedy plan" in actions[0].reason
+    # capped at group_size: the largest group allowed even when it does not cover the need
+    capped = _checker(drop_plan="greedy", group_size=2)[1].on_tick(view)
+    assert [a.instances for a in capped] == [("p-2", "p-4")]
+
+
+def test_the_greedy_plan_does_nothing_without_a_voter_and_routes_per_instance():
+    view = _greedy_view(*(_report(f"p-{k}", 500, 0, 0) for k in range(4)))
+    bundle = build_policy(KunServePolicyConfig(drop_plan="greedy"), np.random.default_rng(0))
+    assert bundle.autoscalers[1].on_tick(view) == []
+
+    def inst(iid, outstanding):
+        return InstanceView(iid, "p", READY, outstanding, 0, 0, 100, 8, 0)
+    request = RequestView(0, "c", 0, 10, 10, 0.0)
+    # no static groups: the instance with the fewest outstanding, whatever its neighbour holds
+    assert bundle.router.route(request, [inst("p-0", 3), inst("p-1", 0), inst("p-2", 1),
+                                         inst("p-3", 1)]) == "p-1"
+
+
+def test_the_greedy_plan_refuses_the_released_codes_all_groups_scope():
+    with pytest.raises(ValueError, match="all_groups"):
+        KunServePolicyConfig(drop_plan="greedy", trigger_scope="all_groups")
+
+
+def test_the_greedy_plan_keeps_the_contract_and_drops_over_the_default_views():
+    cfg = KunServePolicyConfig(drop_plan="greedy")
+    check_policy(cfg)
+    bundle = build_policy(cfg, np.random.default_rng(0))
+    drops = [a for view in default_views() for scaler in bundle.autoscalers
+             for a in scaler.on_tick(view) if isinstance(a, DropParameters)]
+    assert drops
+
+
+def test_the_regression_scenario_runs_with_the_greedy_plan():
+    """The pool's views carry the gains the simulator computes (perf.drop), and a run with the
+    greedy plan fuses, restores and splits with every request accounted for."""
+    scenario = yaml.safe_load(SCENARIO.read_text())["scenario"]
+    scenario["policy"]["drop_plan"] = "greedy"
+    result = chironsim.run(scenario)
+    kinds = [k for k in result.events.kind if k in ("drop", "split")]
+    assert kinds[:1] == ["drop"] and "split" in kinds
+    assert set(result.requests.status) == {"finished"}
+    assert "greedy plan" in result.events[result.events.kind == "drop"].reason.iloc[0]
+
+
+def test_pool_views_carry_the_fusion_gains_of_the_drop_formula():
+    from chironsim.catalog import get_gpu, get_model
+    from chironsim.perf.drop import fused_blocks_gained
+
+    scenario = yaml.safe_load(SCENARIO.read_text())["scenario"]
+    seen = []
+
+    class Spy:
+        interval, observes = 1.0, "load"
+
+        def on_tick(self, view):
+            seen.append(next(iter(view.pools.values())).fusion_gain_blocks)
+            return []
+    from chironsim.experiments.config import parse_config
+    from chironsim.experiments.runner import build_simulation
+    sim, _ = build_simulation(parse_config(scenario, "<t>", SCENARIO.parent), SCENARIO.parent)
+    sim.autoscalers.append(Spy())
+    sim.run()
+    cluster = scenario["cluster"]
+    model, gpu = get_model(cluster["model"]), get_gpu(cluster["gpu"])
+    tp = next(iter(cluster["pools"].values())).get("tp", 1)
+    assert seen[0][:3] == tuple(fused_blocks_gained(model, gpu, tp, g) for g in (2, 3, 4))
+    # more members free more blocks when they split the 32 layers evenly; otherwise the member
+    # keeping the most layers bounds the group, so the gain is not monotone in g
+    divisors = [seen[0][g - 2] for g in (2, 4, 8, 16, 32)]
+    assert all(b > a > 0 for a, b in zip(divisors, divisors[1:]))

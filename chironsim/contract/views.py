@@ -93,6 +93,10 @@ class PoolView:
     #: view built for a policy that does not. A poller's view carries these and no
     #: ``instances``: building full views at every poll is what polling must not cost.
     load: tuple[LoadReport, ...] = ()
+    #: KV blocks a fused group of g of this pool's instances gains over its members' own
+    #: (KunServe's parameter drop, ``chironsim.perf.drop.fused_blocks_gained``), at index
+    #: g − 2 for g = 2 … min(layers, MAX_GROUP_SIZE): what a drop plan weighs. Fixed per pool.
+    fusion_gain_blocks: tuple[int, ...] = ()
 
     def count(self, *states: str) -> int:
         """Instances in any of ``states``. A poller's view carries load reports and no

@@ -14,6 +14,7 @@ from types import MappingProxyType
 import simpy
 
 from chironsim.catalog import GPU, Model, get_gpu, get_model
+from chironsim.limits import MAX_GROUP_SIZE
 from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.drop import fused_kv_capacity_blocks
 from chironsim.perf.exchange import kv_exchange_seconds, restore_seconds
@@ -128,6 +129,7 @@ class Cluster:
         self._by_id: dict[str, Instance] = {}
         # What routers are handed for each instance: made once, read live (see .routing)
         self._live: dict[str, LiveInstanceView] = {}
+        self._gains: dict[str, tuple[int, ...]] = {}  # pool -> _fusion_gains
         self._counter = 0
         self._class_pools: dict[str, list[str]] = {}
         # Pools whose instances evict lower-priority work for a higher-priority head: the
@@ -176,12 +178,27 @@ class Cluster:
 
     # --- fused groups (KunServe's parameter drop, .mechanisms.fusion) ------------------------
     def _fused_blocks(self, leader: Instance, group_size: int) -> int:
-        spec = self.pools[leader.pool]
+        return self._fused_blocks_of(leader.pool, group_size)
+
+    def _fused_blocks_of(self, pool: str, group_size: int) -> int:
+        spec = self.pools[pool]
         engine = spec.engine
         reserve = None if engine.activation_reserve_gb is None else engine.activation_reserve_gb * GIB
         return fused_kv_capacity_blocks(spec.model, spec.gpu, spec.tp, group_size,
                                         engine.gpu_memory_utilization, engine.block_size, reserve,
                                         spec.precision)
+
+    def _fusion_gains(self, pool: str) -> tuple[int, ...]:
+        """Blocks a fused group of g gains over its members' own, g = 2 … min(L, MAX_GROUP_SIZE)
+        (index g − 2), computed once per pool: a drop plan's weights, carried by its views."""
+        gains = self._gains.get(pool)
+        if gains is None:
+            spec = self.pools[pool]
+            before = spec.kv_capacity_blocks
+            largest = min(spec.model.num_layers, MAX_GROUP_SIZE)
+            gains = self._gains[pool] = tuple(
+                self._fused_blocks_of(pool, g) - g * before for g in range(2, largest + 1))
+        return gains
 
     def _pipelined_time(self, leader: Instance, group_size: int) -> Callable:
         spec = self.pools[leader.pool]
@@ -371,6 +388,7 @@ class Cluster:
                 queued=len(self.queues[name]),
                 min_instances=spec.config.min_instances,
                 max_instances=spec.config.max_instances,
+                fusion_gain_blocks=self._fusion_gains(name),
             )
         queues = {cls: queue.view() for cls, queue in self.global_queues.items()}
         return ClusterView(time=now, pools=pools, queues=queues)
@@ -390,7 +408,8 @@ class Cluster:
                 reports = tuple([inst.load_report(now) for inst in self.instances[name]])
             pools[name] = PoolView(name=name, instances=(), queued=len(self.queues[name]),
                                    min_instances=spec.config.min_instances,
-                                   max_instances=spec.config.max_instances, load=reports)
+                                   max_instances=spec.config.max_instances, load=reports,
+                                   fusion_gain_blocks=self._fusion_gains(name))
         return ClusterView(time=now, pools=pools)
 
     def apply(self, actions: Sequence[Action]) -> None:

@@ -16,15 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from chironsim.config_base import ConfigModel, PolicyInterval, PositiveSeconds, limited
-from chironsim.limits import MAX_NUM_SEQS
-
-#: instances in one fused group: each stage must keep at least one layer, and the deepest model
-#: in the catalog (Llama-3.1-405B) has 126; past a few dozen stages the pipeline is all hops.
-#: (Belongs in chironsim/limits.py once the policy is wired.)
-MAX_GROUP_SIZE = 64
-#: samples one usage window holds per instance: a window of an hour sampled every 0.05 s;
-#: the code's is 30.
-MAX_WINDOW_SAMPLES = 100_000
+from chironsim.limits import MAX_GROUP_SIZE, MAX_NUM_SEQS, MAX_WINDOW_SAMPLES
 
 GroupSize = limited(int, MAX_GROUP_SIZE, "instances", ge=2)
 #: usage is demanded ÷ capacity blocks: above 1 under overload, so a threshold may exceed 1
@@ -43,11 +35,13 @@ class KunServePolicyConfig(ConfigModel):
     group_size: GroupSize = Field(
         2, description="instances per group, g (reference README: default 2; the released code's "
         "--group-size, B.1)")
-    drop_plan: Literal["static"] = Field(
-        "static", description="'static': fixed groups of group_size, the whole group drops (the "
-        "released code, B.1). The greedy plan (chironsim.policies.kunserve.plan, a "
-        "reconstruction) is not an option yet: it needs each group size's gain in blocks, "
-        "which the views do not carry")
+    drop_plan: Literal["static", "greedy"] = Field(
+        "static", description="'static': fixed groups of group_size, the whole group drops when "
+        "enough members vote (the released code, B.1). 'greedy': a RECONSTRUCTION of the paper's "
+        "unpublished drop-plan algorithm (chironsim.policies.kunserve.plan.greedy_drop_plan): "
+        "each voting instance, neediest first, fuses with the fewest least-used independent "
+        "partners whose dropped weights cover its queued demand; group_size is then the "
+        "largest group it may form")
 
     # --- triggers ---------------------------------------------------------------------------
     usage_sample_interval: PolicyInterval = Field(
@@ -89,6 +83,9 @@ class KunServePolicyConfig(ConfigModel):
         if self.usage_window < self.usage_sample_interval:
             raise ValueError(f"usage_window ({self.usage_window} s) must hold at least one sample "
                              f"(usage_sample_interval {self.usage_sample_interval} s)")
+        if self.drop_plan == "greedy" and self.trigger_scope == "all_groups":
+            raise ValueError("trigger_scope 'all_groups' is the released code's rule for static "
+                             "groups; the greedy drop plan forms its groups from the voters alone")
         if self.window_samples > MAX_WINDOW_SAMPLES:
             raise ValueError(f"usage_window / usage_sample_interval must be at most "
                              f"{MAX_WINDOW_SAMPLES:,} samples (got {self.window_samples:,})")

@@ -23,9 +23,12 @@ round's batch into g balanced micro-batches (prefill tokens split evenly, decode
 the fewest unfinished requests and moving (max − min)/2 decodes converge; so the router's
 second step (:func:`.dispatch.pick_queue`) has nothing to choose and is not called.
 
-Groups are static (the released code's ``--group-size``): consecutive instances of a pool, in
-creation order, ``group_size`` each. Both tickers read load reports only (``observes =
-"load"``), which say each instance's state and group.
+Groups are static by default (the released code's ``--group-size``): consecutive instances of a
+pool, in creation order, ``group_size`` each. With ``drop_plan: greedy`` (a reconstruction,
+:mod:`.plan`) there are no static groups: every unfused instance is its own group for dispatch,
+and each check forms groups around the voters from the pool's ``fusion_gain_blocks``. Both
+tickers read load reports only (``observes = "load"``), which say each instance's state and
+group.
 """
 
 from __future__ import annotations
@@ -37,13 +40,13 @@ import numpy as np
 from chironsim.contract.actions import Action, DropParameters, RestoreParameters
 from chironsim.contract.load import LoadReport
 from chironsim.contract.states import READY
-from chironsim.contract.views import ClusterView, InstanceView, RequestView
+from chironsim.contract.views import ClusterView, InstanceView, PoolView, RequestView
 from chironsim.policies.bundle import PolicyBundle
 from chironsim.policies.kunserve.config import KunServePolicyConfig
 from chironsim.policies.kunserve.dispatch import pick_group
-from chironsim.policies.kunserve.plan import static_groups
+from chironsim.policies.kunserve.plan import greedy_drop_plan, static_groups
 from chironsim.policies.kunserve.sample import UsageSample
-from chironsim.policies.kunserve.triggers import drop_decisions, restore_decisions
+from chironsim.policies.kunserve.triggers import drop_decisions, restore_decisions, votes_to_drop
 from chironsim.policies.kunserve.window import UsageWindow
 
 #: The policy's stale-request modes → the mechanism's (sim.config.FusionConfig)
@@ -134,7 +137,11 @@ class Checker:
         cfg, groups = self.cfg, self.groups
         groups.observe_shape(view)
         actions: list[Action] = []
-        for pool, static in groups.static(view).items():
+        if cfg.drop_plan == "greedy":
+            for pool in view.pools.values():
+                actions.extend(self._greedy_drops(pool))
+        for pool, static in (groups.static(view) if cfg.drop_plan == "static"
+                             else {name: [] for name in view.pools}).items():
             independent = {k: [usage_sample(r) for r in members]
                            for k, members in enumerate(static) if _independent(members)}
             for decision in drop_decisions(independent, cfg):
@@ -157,6 +164,28 @@ class Checker:
                     leader.instance_id, reason=f"no queue, usage {fused[decision.group][0].usage:.3g} "
                     f"<= {cfg.restore_usage:g} and falling", batch_size=cfg.restore_batch_size))
         return actions
+
+
+    def _greedy_drops(self, pool: PoolView) -> list[Action]:
+        """The greedy drop plan over the pool's independent instances: every voter (usage ≥
+        ``drop_usage`` and queued demand ≥ free blocks) needs ``max(1, demand − free)`` blocks,
+        every other independent instance may partner, and groups up to ``group_size`` are
+        weighed by the pool's ``fusion_gain_blocks``."""
+        cfg = self.cfg
+        samples = [usage_sample(r) for r in pool.load if r.state == READY and not r.group]
+        needs = {s.instance_id: max(1, s.pending_blocks - s.free_blocks)
+                 for s in samples if votes_to_drop(s, cfg.drop_usage)}
+        gains = {g: pool.fusion_gain_blocks[g - 2]
+                 for g in range(2, min(cfg.group_size, len(pool.fusion_gain_blocks) + 1) + 1)}
+        if not needs or not gains:
+            return []
+        usage = {s.instance_id: s.usage for s in samples if s.instance_id not in needs}
+        return [DropParameters(members, reason=f"greedy plan: {members[0]} lacks "
+                               f"{needs[members[0]]} blocks; {len(members)} members gain "
+                               f"{gains.get(len(members), 0)}",
+                               stale_requests=STALE_MODE[cfg.stale_requests],
+                               exchange_batch_size=cfg.exchange_batch_size)
+                for members in greedy_drop_plan(needs, usage, gains) if len(members) >= 2]
 
 
 class GroupRouter:
