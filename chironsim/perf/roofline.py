@@ -8,10 +8,13 @@ the ridge point by 15-20 %. A layer is: QKV, O, MLP up (gate+up) and down GEMMs;
 decode attention; the element-wise kernels (2 norms, RoPE, activation, residual add, each kind
 with its own bandwidth fraction and floor); and two tensor-parallel all-reduces priced by the
 measured, message-size dependent curves of chironsim/perf/comm.py. The iteration adds the LM
-head and a fixed overhead. Factors and curves are the GPU's own where it was profiled, else its
-reference GPU's (chironsim/perf/efficiency.py). A `Precision` (chironsim/perf/precision.py) sets
-the linear layers' weight bytes and peak (FP8 weights: one byte, the GPU's FP8 peak) and the KV
-bytes of attention; the LM head, activations and all-reduces stay BF16.
+head and the engine's overhead (chironsim/perf/overhead.py): by default the GPU's calibrated
+constant; an engine preset may replace it and add a term per sampled sequence and, without
+CUDA graphs, a kernel-launch cost per layer of an iteration that decodes. Factors and curves are
+the GPU's own where it was profiled, else its reference GPU's (chironsim/perf/efficiency.py).
+A `Precision` (chironsim/perf/precision.py) sets the linear layers' weight bytes and peak (FP8
+weights: one byte, the GPU's FP8 peak) and the KV bytes of attention; the LM head, activations
+and all-reduces stay BF16.
 
 Everything in a layer except attention depends only on the iteration's token count T, so that
 part is tabulated per integer T (numpy, grown on demand) and a call reads it; attention and the
@@ -35,6 +38,7 @@ from chironsim.catalog.specs import GPU, Model
 from chironsim.errors import ConfigError
 from chironsim.perf.comm import CommModel
 from chironsim.perf.efficiency import Efficiency, comm_for_gpu
+from chironsim.perf.overhead import CALIBRATED, EngineOverhead
 from chironsim.perf.precision import BF16, Precision
 
 ArrayLike = Union[float, int, np.ndarray]
@@ -69,7 +73,8 @@ class IterationTimeModel:
     """Seconds per engine iteration for one model replica on `tp` GPUs of one kind."""
 
     def __init__(self, model: Model, gpu: GPU, tp: int = 1, efficiency: Efficiency | None = None,
-                 comm: CommModel | None = None, precision: Precision = BF16):
+                 comm: CommModel | None = None, precision: Precision = BF16,
+                 overhead: EngineOverhead | None = None):
         if tp < 1:
             raise ConfigError(f"tensor parallelism must be >= 1, got {tp}")
         eff = efficiency if efficiency is not None else Efficiency.for_gpu(gpu)
@@ -126,7 +131,15 @@ class IterationTimeModel:
         self._layers = model.num_layers
         self._overlap = eff.overlap
         self._floor = eff.kernel_floor_s
-        self._overhead = eff.iteration_overhead_s
+        # The engine's own cost per iteration: the preset's constant, or the GPU's calibrated
+        # one; the batch terms only where the preset has them (the default has none, so its
+        # iterations are priced by exactly the expression they always were).
+        self.overhead = overhead if overhead is not None else CALIBRATED
+        self._overhead = (eff.iteration_overhead_s if self.overhead.constant_s is None
+                          else self.overhead.constant_s)
+        self._per_sequence = self.overhead.per_sequence_s
+        self._launch = self.overhead.launch_per_layer_s
+        self._batch_overhead = bool(self._per_sequence or self._launch)
         self._table = np.zeros(0)
         self._table_list: list[float] = []
 
@@ -203,9 +216,11 @@ class IterationTimeModel:
         The same roofline as `iteration_time` (same table, same expression, same scalar/array
         parity) with `layers` layers instead of all of them and the LM head only where
         `lm_head` (the last stage). Each stage pays the per-iteration overhead once: it is one
-        engine step on its own GPUs (input preparation and kernel launches). So over the stages
-        of one split, sum(stage_time) == iteration_time + (stages - 1) x overhead, up to the
-        rounding of splitting `L x layer` into per-stage products. The embedding lookup is
+        engine step on its own GPUs (input preparation and kernel launches); a per-layer launch
+        cost counts the stage's own layers. So over the stages of one split, sum(stage_time) ==
+        iteration_time + (stages - 1) x overhead (its constant and per-sequence terms; a launch
+        term splits with the layers), up to the rounding of splitting `L x layer` into
+        per-stage products. The embedding lookup is
         not priced here or in `iteration_time`. The activation hops between stages are priced by
         chironsim.perf.pipeline.
         """
@@ -241,6 +256,8 @@ class IterationTimeModel:
             base, head = self._batch_parts(pt, float(prefill_attention_work), ds, self._token_part(pt + ds),
                                            max, min, lm_head)
             result = self._with_context(base, head, ds, dc, np.maximum, np.minimum, layers)
+            if self._batch_overhead:
+                result = result + self._batch_overhead_time(pt, ds, layers, min)
             return float(result) if np.ndim(result) == 0 else result
         args = (prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
         arrays = np.broadcast_arrays(*[np.asarray(a, dtype=float) for a in args])
@@ -252,7 +269,20 @@ class IterationTimeModel:
 
     def _time(self, pt, paw, ds, dc, per_token, maximum: Callable, minimum: Callable, layers: int, lm_head: bool):
         base, head = self._batch_parts(pt, paw, ds, per_token, maximum, minimum, lm_head)
-        return self._with_context(base, head, ds, dc, maximum, minimum, layers)
+        result = self._with_context(base, head, ds, dc, maximum, minimum, layers)
+        if self._batch_overhead:
+            result = result + self._batch_overhead_time(pt, ds, layers, minimum)
+        return result
+
+    def _batch_overhead_time(self, pt, ds, layers: int, minimum: Callable):
+        """The engine overhead's batch terms (chironsim/perf/overhead.py): per sequence that
+        samples a token (every decode, and one per iteration holding prefill tokens, as the LM
+        head counts them), and without CUDA graphs the per-layer launch cost of an iteration
+        that decodes."""
+        term = self._per_sequence * (ds + minimum(pt, 1.0))
+        if self._launch:
+            term = term + self._launch * layers * (ds > 0)
+        return term
 
     def _batch_parts(self, pt, paw, ds, per_token, maximum: Callable, minimum: Callable, lm_head: bool):
         """What does not depend on the decode contexts: a layer's token-count part plus its

@@ -81,7 +81,8 @@ class PoolSpec:
         )
         block_bytes = kv_block_bytes(model, engine.block_size, pool.tp, precision)
         host_blocks = int(engine.swap_space_gb * GIB * pool.tp // block_bytes)
-        perf = IterationTimeModel(model, gpu, pool.tp, precision=precision)
+        perf = IterationTimeModel(model, gpu, pool.tp, precision=precision,
+                                  overhead=engine.overhead_model())  # the engine preset's
         # Saved KV moved from another instance's host: the slower of the network and PCIe.
         remote_bw = min(cluster.kv_transfer_gbps * 1e9, gpu.host_link_bytes_per_s * pool.tp)
         return cls(

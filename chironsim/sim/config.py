@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from chironsim.config_base import ConfigModel, InstanceCount, limited
+from chironsim.errors import ConfigError
 from chironsim.limits import (
     MAX_BANDWIDTH_GBPS,
     MAX_BLOCK_SIZE,
+    MAX_ENGINE_OVERHEAD_S,
+    MAX_ENGINE_OVERHEAD_TERM_S,
     MAX_INSTANCES,
     MAX_LIFECYCLE_S,
     MAX_MEMORY_GIB,
@@ -23,6 +26,7 @@ from chironsim.limits import (
     MAX_TOKENS,
     MIN_BANDWIDTH_GBPS,
 )
+from chironsim.perf.overhead import DEFAULT_PRESET, EngineOverhead, engine_preset, engine_presets
 
 # Bounded number types (see chironsim.limits for why each bound is what it is).
 Sequences = limited(int, MAX_NUM_SEQS, "sequences", ge=1)
@@ -34,10 +38,40 @@ Bandwidth = limited(float, MAX_BANDWIDTH_GBPS, "GB/s", gt=0, floor=MIN_BANDWIDTH
 StageCount = limited(int, MAX_MIGRATION_STAGES, "stages", ge=1)
 BlockCount = limited(int, MAX_TOKENS, "blocks", ge=0)
 StageLatency = limited(float, MAX_STAGE_LATENCY_S, "s", ge=0)
+OverheadSeconds = limited(float, MAX_ENGINE_OVERHEAD_S, "s", ge=0)
+OverheadTermSeconds = limited(float, MAX_ENGINE_OVERHEAD_TERM_S, "s", ge=0)
+
+
+class OverheadConfig(ConfigModel):
+    """Explicit engine-overhead terms; each one set replaces the preset's value
+    (chironsim/perf/overhead.py; docs/latency-model.md, "Engine overhead")."""
+
+    constant_s: OverheadSeconds | None = Field(
+        None, description="fixed cost per iteration (s); default the preset's (for the default "
+        "preset, the GPU's calibrated iteration_overhead_s)")
+    per_sequence_s: OverheadTermSeconds | None = Field(
+        None, description="cost per sequence that samples a token in the iteration (s)")
+    per_layer_launch_s: OverheadTermSeconds | None = Field(
+        None, description="kernel-launch cost per layer of an iteration that decodes, when "
+        "cuda_graphs is false (s)")
 
 
 class EngineConfig(ConfigModel):
-    """Knobs of one serving engine (vLLM-style continuous batching with chunked prefill)."""
+    """Knobs of one serving engine (vLLM-style continuous batching with chunked prefill by
+    default; ``preset`` names another engine's overhead and batching policy)."""
+
+    preset: str = Field(
+        DEFAULT_PRESET, description="engine preset (chironsim/catalog/engines.yaml): its "
+        "per-iteration overhead and batching policy; default, vllm, vllm-v0, sglang, tensorrt-llm")
+    scheduler: Literal["chunked", "prefill_first"] | None = Field(
+        None, description="batching policy: 'chunked' (decodes and prefill chunks share each "
+        "iteration's token budget) or 'prefill_first' (prefill-only iterations first, never mixed "
+        "with decodes); default the preset's")
+    cuda_graphs: bool = Field(
+        True, description="false: iterations that decode pay the preset's per-layer kernel-launch "
+        "cost (vLLM's enforce_eager)")
+    overhead: OverheadConfig = Field(
+        OverheadConfig(), description="explicit overhead terms, replacing the preset's")
 
     max_num_seqs: Sequences = Field(256, description="most sequences in one batch")
     max_num_batched_tokens: Tokens = Field(8192, description="token budget per iteration")
@@ -57,6 +91,34 @@ class EngineConfig(ConfigModel):
         "priority first (vLLM with priorities); off: first come, first served for every class "
         "and the latest arrival is preempted first, whatever its class (a priority-agnostic "
         "engine, e.g. Llumnix-base)")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        if name not in engine_presets():
+            raise ValueError(f"unknown engine preset {name!r}; presets: "
+                             f"{', '.join(sorted(engine_presets()))} (chironsim/catalog/engines.yaml)")
+        return name
+
+    @model_validator(mode="after")
+    def _overhead_resolves(self) -> "EngineConfig":
+        try:
+            self.overhead_model()
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    @property
+    def batching(self) -> str:
+        """The batching policy in effect: ``scheduler`` if set, else the preset's."""
+        return self.scheduler or engine_preset(self.preset).scheduler
+
+    def overhead_model(self) -> EngineOverhead:
+        """The overhead terms in effect: the preset's, each explicit ``overhead`` key replacing
+        its value; the launch term only without CUDA graphs."""
+        explicit = self.overhead
+        return engine_preset(self.preset).overhead(
+            self.cuda_graphs, explicit.constant_s, explicit.per_sequence_s, explicit.per_layer_launch_s)
 
 
 class LifecycleConfig(ConfigModel):
