@@ -29,7 +29,7 @@ from chironsim.contract.views import InstanceView
 from chironsim.sim import request as rq
 from chironsim.sim.allocator import KVBlockAllocator
 from chironsim.sim.decode_set import DecodeSet, RunningMax
-from chironsim.sim.engine.scheduler import LocalScheduler
+from chironsim.sim.engine.scheduler import make_scheduler
 from chironsim.sim.engine.stretch import GROWTH, Stretch, StretchPlanner, add_in_order
 from chironsim.sim.events import EventKind
 from chironsim.sim.request import Request
@@ -157,7 +157,7 @@ class Instance:
         # Where inter-token gaps go (the host's ``itl_recorder``, read when the loop starts):
         # an :class:`~chironsim.metrics.histogram.ItlRecorder`, or None to keep none.
         self._itl = None
-        self.scheduler = LocalScheduler(self)
+        self.scheduler = make_scheduler(self)  # the engine's batching policy
         self.planner = StretchPlanner(self.decodes, self.kv, iteration_time, engine.fast_forward)
 
     # --- lifecycle ------------------------------------------------------------------------

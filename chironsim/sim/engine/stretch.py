@@ -66,6 +66,10 @@ class StretchPlanner:
         self.kv = kv
         self.iteration_time = iteration_time
         self.fast_forward = fast_forward
+        #: Set by a scheduler for the batch it just chose when its next boundary may choose
+        #: differently although nothing finishes and nothing wakes the instance (prefill_first:
+        #: a waiting request it could admit now): that batch is one iteration, not a stretch.
+        self.one_iteration = False
 
     def plan(self, step: int, clock: float, chunks: list[tuple[Request, int]],
              resumed: list[Request], transfer_seconds: float, growth: int) -> Stretch | None:
@@ -79,7 +83,8 @@ class StretchPlanner:
         decodes = len(decodes_set)
         if not chunks and decodes == 0 and transfer_seconds == 0:
             return None
-        if chunks or transfer_seconds or not self.fast_forward:
+        if chunks or transfer_seconds or not self.fast_forward or self.one_iteration:
+            self.one_iteration = False
             k = 1
         else:
             next_finish = decodes_set.next_finish_step()
