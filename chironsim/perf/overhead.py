@@ -94,7 +94,7 @@ class EnginePreset:
                 raise ConfigError(
                     f"cuda_graphs: false needs a per-layer launch cost, and preset {self.name!r} "
                     "has no published one: set engine.overhead.per_layer_launch_s "
-                    "(docs/latency-model.md, \"Engine overhead\")")
+                    "(docs/latency-model.md, \"Engine overhead and batching policy\")")
         return EngineOverhead(
             constant_s=self.constant_s if constant_s is None else constant_s,
             per_sequence_s=self.per_sequence_s if per_sequence_s is None else per_sequence_s,

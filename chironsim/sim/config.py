@@ -44,7 +44,8 @@ OverheadTermSeconds = limited(float, MAX_ENGINE_OVERHEAD_TERM_S, "s", ge=0)
 
 class OverheadConfig(ConfigModel):
     """Explicit engine-overhead terms; each one set replaces the preset's value
-    (chironsim/perf/overhead.py; docs/latency-model.md, "Engine overhead")."""
+    (chironsim/perf/overhead.py; docs/latency-model.md, "Engine overhead and batching
+    policy")."""
 
     constant_s: OverheadSeconds | None = Field(
         None, description="fixed cost per iteration (s); default the preset's (for the default "
