@@ -9,7 +9,8 @@ Metrics (REPORT.md says how to read them):
 - ``itl_p{50,90,99,999}``: per-token inter-token latency (TBT), every gap between consecutive
   tokens of every request, from the run's 1 % log-bucket histograms.
 - ``fused_share``: the share of instance-seconds spent as members of a fused group (from the
-  timeseries' ``fused_members``).
+  timeseries' ``fused_members``); ``kv_util_max``: the peak of the timeseries' KV utilisation
+  (used ÷ capacity, mean over the ready instances, sampled every second).
 - ``tpot_fused_p50`` / ``tpot_unfused_p50`` (KunServe only): the median time per output token
   of the requests whose whole decode (first token to finish) lay inside a fused period of their
   group, and of those whose whole decode lay outside every fused period of their group.
@@ -52,6 +53,25 @@ LOADS: dict[tuple[str, str], tuple[float, ...]] = {
     ("burst", "8b-a100"): (8.0, 16.0, 32.0),
     ("long", "8b-a100"): (0.125, 0.25, 0.5, 0.75, 1.0, 1.5),
 }
+#: Finer loads around the knee of the points where KunServe drops (REPORT.md: how large "up to"
+#: is depends on how finely the load is scanned). Trace windows are deterministic (the main grid
+#: shows every seed gives the same run), so they run on seed 1 only; the burst on every seed.
+KNEE_LOADS: dict[tuple[str, str], tuple[float, ...]] = {
+    ("conv", "7b-a10"): (0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2),
+    ("conv", "8b-a10"): (1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0),
+    ("burst", "7b-a10"): (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8),
+    ("burst", "8b-a10"): (2.5, 2.75, 3.0, 3.25, 3.5, 3.75, 4.0, 4.5),
+    ("long", "70b-a100"): (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6),
+}
+#: KunServe's options (policy: {kind: kunserve, ...}) against its defaults, on two points.
+ABLATION: dict[str, dict[str, Any]] = {
+    "default": {},
+    "all_groups": {"trigger_scope": "all_groups"},
+    "blocking_exchange": {"stale_requests": "blocking_exchange"},
+    "recompute": {"stale_requests": "recompute"},
+    "no_restore": {"restore": False},
+}
+ABLATION_POINTS = (("conv", "7b-a10"), ("burst", "8b-a10"))
 WORKLOADS = ("conv", "code", "burst", "long")
 POLICIES = tuple(scenarios.POLICIES)
 
@@ -65,6 +85,31 @@ def jobs(loads=None, seeds=scenarios.SEEDS, policies=POLICIES) -> list[tuple[dic
                     tags = {"workload": workload, "hardware": hardware, "policy": policy,
                             "load": load, "seed": seed}
                     out.append((tags, scenarios.k2_scenario(workload, hardware, policy, load, seed)))
+    return out
+
+
+def knee_jobs(loads=None, seeds=scenarios.SEEDS, policies=POLICIES) -> list[tuple[dict, dict]]:
+    out = []
+    for (workload, hardware), values in (loads or KNEE_LOADS).items():
+        for load in values:
+            for seed in (seeds if workload == "burst" else seeds[:1]):
+                for policy in policies:
+                    tags = {"workload": workload, "hardware": hardware, "policy": policy,
+                            "load": load, "seed": seed}
+                    out.append((tags, scenarios.k2_scenario(workload, hardware, policy, load, seed)))
+    return out
+
+
+def ablation_jobs(points=ABLATION_POINTS, variants=None, seeds=scenarios.SEEDS) -> list[tuple[dict, dict]]:
+    out = []
+    for workload, hardware in points:
+        for load in LOADS[(workload, hardware)]:
+            for seed in (seeds if workload == "burst" else seeds[:1]):
+                for variant, overrides in (variants or ABLATION).items():
+                    tags = {"workload": workload, "hardware": hardware, "policy": "kunserve",
+                            "variant": variant, "load": load, "seed": seed}
+                    out.append((tags, scenarios.k2_scenario(workload, hardware, "kunserve", load, seed,
+                                                            overrides, variant)))
     return out
 
 
@@ -135,6 +180,9 @@ def metrics(result) -> dict[str, Any]:
     # every member (leader included) counts in fused_members; the pool never changes size here
     instances = result.manifest["config"]["cluster"]["pools"]["default"]["instances"]
     row["fused_share"] = float(ts.fused_members.sum() / (len(ts) * instances)) if len(ts) else 0.0
+    # KV used ÷ capacity, averaged over the ready instances at each sample (a fused group's
+    # leader reports the pooled capacity): its peak says whether memory ever bound
+    row["kv_util_max"] = float(ts.kv_utilization.max()) if len(ts) else math.nan
     end = float(result.manifest["sim_end_s"])
     inside, outside, n_in, n_out = fused_tpot(req, ev, end)
     row.update({"tpot_fused_p50": inside, "tpot_unfused_p50": outside, "n_fused_decodes": n_in,

@@ -1,13 +1,16 @@
 """Reproduce the KunServe experiment (issue 10 item 4), stage by stage.
 
     .venv/bin/python experiments/kunserve/run.py --stage k1        # mechanism micro-benchmark (~5 s)
-    .venv/bin/python experiments/kunserve/run.py --stage k2        # overload grid (~5 min on one core)
+    .venv/bin/python experiments/kunserve/run.py --stage k2        # overload grid (~3 min on one core)
+    .venv/bin/python experiments/kunserve/run.py --stage knee      # finer loads at the knees (~2 min)
+    .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~1 min)
     .venv/bin/python experiments/kunserve/run.py --stage figures   # figures from the CSVs
     .venv/bin/python experiments/kunserve/run.py                   # every stage above
     .venv/bin/python experiments/kunserve/tables.py                # print the REPORT tables
 
 Outputs: small CSVs beside this file (``k1.csv``, ``k1_checks.csv``, ``k1_overhead.csv``,
-``k1_timeline.csv``, ``k1_requests.csv``, ``k2.csv``, ``k2_workloads.csv``) and PNGs in
+``k1_timeline.csv``, ``k1_requests.csv``, ``k1_events.csv``, ``k2.csv``, ``k2_hardware.csv``,
+``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``) and PNGs in
 ``figures/``; K1's raw tables of seed 1 go to ``results/`` (git-ignored). Why each choice was made:
 REPORT.md. Runs go one at a time in this process (``--workers N`` runs K2 in a pool of N).
 """
@@ -135,7 +138,7 @@ def run_jobs(jobs: list[tuple[dict, dict]], csv: Path, workers: int | None = Non
             for future in as_completed([pool.submit(k2.run_point, t, c) for t, c in jobs]):
                 done(future.result())
     table = pd.DataFrame(rows)
-    keys = ["workload", "hardware", "load", "policy", "seed"]
+    keys = [k for k in ("workload", "hardware", "load", "policy", "variant", "seed") if k in table]
     table = table.sort_values(keys, kind="stable") if len(table) else table
     table.to_csv(csv, index=False, float_format="%.6g")
     return table
@@ -204,6 +207,14 @@ def stage_k2() -> pd.DataFrame:
     return run_jobs(k2.jobs(), HERE / "k2.csv")
 
 
+def stage_knee() -> pd.DataFrame:
+    return run_jobs(k2.knee_jobs(), HERE / "k2_knee.csv")
+
+
+def stage_ablation() -> pd.DataFrame:
+    return run_jobs(k2.ablation_jobs(), HERE / "k2_ablation.csv")
+
+
 def stage_figures() -> pd.DataFrame:
     import matplotlib
 
@@ -249,10 +260,32 @@ def stage_figures() -> pd.DataFrame:
         fig.savefig(FIGURES / name, dpi=110)
         plt.close(fig)
 
-    # sensitivity: best-baseline ÷ KunServe P99 TTFT, the largest over loads, vs W/M_kv
     import tables
 
-    verdict = tables.ratios()
+    # best baseline ÷ KunServe P99 TTFT vs load: main grid and the finer knee scan
+    both = tables._both()
+    combos = list(k2.KNEE_LOADS)
+    fig, axes = plt.subplots(1, len(combos), figsize=(3.2 * len(combos), 3.0), squeeze=False)
+    for ax, (wl, hw) in zip(axes[0], combos):
+        part = both[(both.workload == wl) & (both.hardware == hw)]
+        m = part.groupby(["load", "policy"]).ttft_p99.mean().unstack()
+        ratio = m[tables.BASELINES].min(axis=1) / m["kunserve"]
+        ax.plot(ratio.index, ratio.values, "o-", color="tab:blue", ms=3, label="best baseline ÷ KunServe")
+        ax.plot(ratio.index, (m["vllm"] / m["kunserve"]).values, "s:", color="tab:red", ms=3,
+                label="vLLM ÷ KunServe")
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_title(f"{wl}, {hw}", fontsize=9)
+        ax.set_xlabel("base rate (req/s)" if wl == "burst" else "rate scale", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("P99 TTFT ratio")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("K2: KunServe's P99 TTFT gain vs load (main grid + knee scan)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "k2_knee.png", dpi=110)
+    plt.close(fig)
+
+    # sensitivity: best-baseline ÷ KunServe P99 TTFT, the largest over loads, vs W/M_kv
+    verdict = tables.ratios(both)
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for wl, part in verdict.groupby("workload"):
         part = part.sort_values("w_over_mkv")
@@ -269,7 +302,8 @@ def stage_figures() -> pd.DataFrame:
     return pd.DataFrame()
 
 
-STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2, "figures": stage_figures}
+STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2, "knee": stage_knee,
+                                                  "ablation": stage_ablation, "figures": stage_figures}
 
 
 def main(argv: list[str] | None = None) -> None:

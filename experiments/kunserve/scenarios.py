@@ -175,10 +175,12 @@ def scenario(name: str, seed: int, hardware: Hardware, policy: str, streams: lis
             "policy": {**settings, **(policy_overrides or {})}, "output": {"plots": False}}
 
 
-def k2_scenario(workload: str, hardware: str, policy: str, load: float, seed: int) -> dict[str, Any]:
+def k2_scenario(workload: str, hardware: str, policy: str, load: float, seed: int,
+                policy_overrides: dict[str, Any] | None = None, variant: str = "") -> dict[str, Any]:
     hw = HARDWARE[hardware]
-    return scenario(f"k2-{workload}-{hardware}-{policy}-x{load:g}-s{seed}", seed, hw, policy,
-                    [workload_stream(workload, load)])
+    tag = f"-{variant}" if variant else ""
+    return scenario(f"k2-{workload}-{hardware}-{policy}{tag}-x{load:g}-s{seed}", seed, hw, policy,
+                    [workload_stream(workload, load)], policy_overrides=policy_overrides)
 
 
 def fmt_load(workload: str, load: float) -> str:
