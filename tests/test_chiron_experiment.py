@@ -36,13 +36,16 @@ def test_every_policy_of_every_study_validates(model: str, tmp_path: Path,
     monkeypatch.setattr(chiron_run.Study, "table",
                         lambda self, stem, ext: tmp_path / f"{stem}.{ext}")
     (tmp_path / "llumnix_tuning.json").write_text(
-        "{" + ", ".join(f'"{label}": "rr-1/2"' for label in study.loads) + "}")
+        "{" + ", ".join(f'"{label}": "rr-half"' for label in study.loads) + "}")
     for label, load in study.loads.items():
         for policy in study.policies:
             cfg = chiron_run.scenario(study, policy, load, 2, SIZING)
             parse_config(cfg, f"<{policy}>", chiron_run.CONFIGS)
             if policy == "llumnix-tuned":
                 assert cfg["policy"]["dispatch"] == "round_robin"
+        for point in chiron_run.LLUMNIX_GRID:
+            parse_config(chiron_run.tuning_scenario(study, label, point), f"<{point}>",
+                         chiron_run.CONFIGS)
 
 
 @needs_traces

@@ -59,10 +59,10 @@ LLUMNIX_POLICIES = ("llumnix", "llumnix-tuned")
 #: this workload — its dispatch policy (freeness from the last poll, or round-robin: the code
 #: has both) and the pool's instance cap, as a share of the GPU budget. Its scaling thresholds
 #: are not in the grid: while the batch job queues, the pooled freeness is far below any
-#: non-negative threshold, so they only decide when the idle tail is drained. "llumnix-1" is the
+#: non-negative threshold, so they only decide when the idle tail is drained. "llumnix-full" is the
 #: released code's default (the ``llumnix`` policy).
 LLUMNIX_DISPATCH = {"llumnix": "llumnix", "rr": "round_robin"}
-LLUMNIX_CAP_SHARES = {"1": 1.0, "1/2": 0.5, "1/4": 0.25}
+LLUMNIX_CAP_SHARES = {"full": 1.0, "half": 0.5, "quarter": 0.25}
 LLUMNIX_GRID = tuple(f"{d}-{c}" for d in LLUMNIX_DISPATCH for c in LLUMNIX_CAP_SHARES)
 #: The seed the tuning runs on (tuned per load: the best case for the baseline).
 TUNING_SEED = 1
@@ -249,7 +249,7 @@ def scenario(study: Study, policy: str, load: float, seed: int,
         cfg["cluster"]["pools"] = baseline_pools(sizing["interactive"], sizing["batch"], caps, tp)
         cfg["policy"] = {"kind": "static", "router": {"kind": "least_outstanding"}}
     elif policy == "llumnix":
-        llumnix_point(cfg, tp, "llumnix-1")
+        llumnix_point(cfg, tp, "llumnix-full")
     elif policy == "llumnix-tuned":
         llumnix_point(cfg, tp, tuned_point(study, _label(study, load)))
     elif policy == "reactive":
@@ -350,17 +350,22 @@ def size_static(study: Study) -> dict[str, int]:
 TUNING_TARGETS = {"interactive": 0.95, "batch": 0.99}
 
 
+def tuning_scenario(study: Study, label: str, point: str) -> dict[str, Any]:
+    """The config of one tuning run: Llumnix at grid ``point``, load ``label``, TUNING_SEED."""
+    cfg = with_load(load_base(study), study.loads[label])
+    cfg["seed"] = TUNING_SEED
+    cfg["name"] = f"tune-{point}-{label}-s{TUNING_SEED}"
+    llumnix_point(cfg, _tp(cfg), point)
+    return cfg
+
+
 def _tune_job(args: tuple[Study, str, str]) -> dict[str, Any]:
     study, label, point = args
     out = study.results / "tuning" / f"{point}_{label}_s{TUNING_SEED}"
     if (out / "summary.parquet").exists():
         summary = pd.read_parquet(out / "summary.parquet")
     else:
-        cfg = with_load(load_base(study), study.loads[label])
-        cfg["seed"] = TUNING_SEED
-        cfg["name"] = f"tune-{point}-{label}-s{TUNING_SEED}"
-        llumnix_point(cfg, _tp(cfg), point)
-        summary = _run(cfg, out)
+        summary = _run(tuning_scenario(study, label, point), out)
         print(f"  tuned {out.name} ({(out / 'wall_s.txt').read_text().strip()} s)", flush=True)
     by_class = summary.set_index("request_class")
     return {"load": label, "point": point,

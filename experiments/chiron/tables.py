@@ -96,6 +96,44 @@ def tuning_table(study: Study) -> str:
     return "\n".join(lines)
 
 
+#: The Chiron variants the Discussion compares: as specified, and the best constants found.
+CHIRONS = ("chiron", "chiron-bmin64-itlbp")
+BASELINES = ("reactive", "static", "llumnix", "llumnix-tuned")
+
+
+def _all_requests(study: Study) -> pd.Series:
+    runs = pd.read_csv(study.table("runs", "csv"))
+    per_run = runs[runs.request_class == "all"]
+    return per_run.groupby(["policy", "load"]).slo_attainment.mean()
+
+
+def comparison_table(study: Study) -> str:
+    """Each Chiron variant against each baseline, per load, from the seed means: interactive
+    attainment in points, and relative changes of all-request attainment, GPU-hours and goodput
+    per GPU-hour (the quantities of the paper's claims)."""
+    agg = pd.read_csv(study.table("aggregate", "csv")).set_index(["policy", "load"])
+    overall = _all_requests(study)
+    lines = ["| load | Chiron variant | vs | interactive (points) | all requests | batch "
+             "| GPU-hours | goodput per GPU-hour |", "|---|---|---|---|---|---|---|---|"]
+
+    def rel(a: float, b: float) -> str:
+        return f"{(a / b - 1) * 100:+.0f} %" if b else "—"
+    for load in study.loads:
+        for chiron in CHIRONS:
+            for base in BASELINES:
+                if (chiron, load) not in agg.index or (base, load) not in agg.index:
+                    continue
+                c, b = agg.loc[(chiron, load)], agg.loc[(base, load)]
+                lines.append(
+                    f"| {load} | {chiron} | {base} "
+                    f"| {(c.slo_interactive - b.slo_interactive) * 100:+.1f} "
+                    f"| {rel(overall[(chiron, load)], overall[(base, load)])} "
+                    f"| {rel(c.slo_batch, b.slo_batch)} "
+                    f"| {rel(c.gpu_hours, b.gpu_hours)} "
+                    f"| {rel(c.goodput_per_gpu_hour, b.goodput_per_gpu_hour)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=tuple(STUDIES), default="8b")
@@ -104,7 +142,9 @@ def main() -> None:
     print(results_table(study), end="\n\n")
     print(pools_table(study, study.policies), end="\n\n")
     print(seeds_table(study, study.policies), end="\n\n")
-    print(tuning_table(study))
+    print(comparison_table(study), end="\n\n")
+    if study.table("llumnix_tuning", "csv").exists():
+        print(tuning_table(study))
 
 
 if __name__ == "__main__":
