@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -150,6 +151,8 @@ class Instance:
         self.drain_time = math.nan
         self.stop_time = math.nan
         self._stretch: Stretch | None = None
+        # (ends, growth_cum, their Python copies) of the stretch kv_used_at last read
+        self._stretch_lists: tuple = (None, None, [], [])
         # The last load report and its fields, handed out again while they hold (load_report)
         self._last_report: LoadReport | None = None
         self._last_report_fields: tuple = ()
@@ -679,19 +682,28 @@ class Instance:
     def kv_used_at(self, now: float) -> int:
         """KV blocks in use at ``now``, exact inside a stretch: :meth:`_progress`'s started
         count and :meth:`_kv_used_in`'s formula in one call, because every poll and every
-        routing tie reads this for each instance."""
+        routing tie reads this for each instance.
+
+        A stretch is read tens of times (36 on average in the 8-instance Llumnix hour, whose
+        manager polls every instance 20 times a second), so its ends and cumulative growth are copied to Python lists
+        at the first read and searched with bisect: the same counts and integers as
+        ``searchsorted`` and numpy indexing, at a third of the cost. The copies are tied to
+        the arrays they came from, so a stretch cut short (new arrays) gets new copies."""
         kv = self.kv
         plan = self._stretch
         if plan is None:
             return kv.capacity - kv.free_blocks
-        growth_cum = plan.growth_cum
+        lists = self._stretch_lists
+        if lists[0] is not plan.ends or lists[1] is not plan.growth_cum:
+            lists = self._stretch_lists = (plan.ends, plan.growth_cum, plan.ends.tolist(),
+                                           plan.growth_cum.tolist())
+        growth = lists[3]
         if now < plan.start_time:  # no iteration started: none of the claim is in use
-            return kv.capacity - kv.free_blocks - int(growth_cum[-1])
+            return kv.capacity - kv.free_blocks - growth[-1]
         k = plan.k
-        done = int(plan.ends.searchsorted(now, "right"))
-        if done >= k:
-            return kv.capacity - kv.free_blocks - int(growth_cum[-1] - growth_cum[k - 1])
-        return kv.capacity - kv.free_blocks - int(growth_cum[-1] - growth_cum[done])
+        done = bisect_right(lists[2], now)  # iterations ended by now (ends never decrease)
+        started = done + 1 if done < k else k
+        return kv.capacity - kv.free_blocks - (growth[-1] - growth[started - 1])
 
     def _kv_used_in(self, plan: Stretch, started: int) -> int:
         used = self.kv.used_blocks
