@@ -7,6 +7,7 @@ by N instances of Llama-3-8B on one H100-SXM each (TP 1), static policy, least-o
 router.
 
     python benchmarks/bench_azure_hour.py --instances 8 --json
+    python benchmarks/bench_azure_hour.py --instances 64 --json --profile 25   # where time goes
 
 The wall time covers :func:`chironsim.experiments.runner.run` as a whole (config validation,
 reading the trace, which the workload streams during the simulation, simulating, and building
@@ -16,10 +17,13 @@ the result tables) but not interpreter start-up or imports, which a sweep pays o
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +103,16 @@ def measure(trace: Path, instances: int, gpu: str, model: str, fast_forward: boo
     }
 
 
+def profiled(call: Callable[[], dict[str, Any]], top: int) -> dict[str, Any]:
+    """``call()`` under cProfile; its ``top`` functions by own time go to stderr, so that
+    ``--json`` output stays one object (docs/performance.md shows how to read them)."""
+    profile = cProfile.Profile()
+    numbers = profile.runcall(call)
+    stats = pstats.Stats(profile, stream=sys.stderr)
+    stats.sort_stats("tottime").print_stats(top)
+    return numbers
+
+
 def format_table(numbers: dict[str, Any]) -> str:
     """A short two-column table for people."""
     rows = [
@@ -133,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="static (least-outstanding router) or llumnix (0.05 s polls, "
                              "live migration)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--profile", type=int, metavar="N", default=0,
+                        help="run under cProfile and print its top N functions by own time on "
+                             "stderr (the wall time then includes the profiler's overhead)")
     args = parser.parse_args(argv)
 
     if args.instances < 1:
@@ -143,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
               "pass its location with --trace PATH", file=sys.stderr)
         return 2
     try:
-        numbers = measure(args.trace.resolve(), args.instances, args.gpu, args.model,
-                          args.fast_forward, args.policy)
+        call = (lambda: measure(args.trace.resolve(), args.instances, args.gpu, args.model,
+                                args.fast_forward, args.policy))
+        numbers = profiled(call, args.profile) if args.profile > 0 else call()
     except ChironError as err:
         print(f"bench_azure_hour: {err}", file=sys.stderr)
         return 2
