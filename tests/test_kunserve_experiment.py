@@ -47,6 +47,15 @@ def test_every_stage_config_validates(tmp_path):
             assert engine.preemption_mode == ("swap" if policy == "swap" else "recompute")
     assert kinds == {"static", "llumnix", "kunserve"}
     assert len(k2.jobs()) == sum(len(v) for v in k2.LOADS.values()) * len(k2.POLICIES) * len(scenarios.SEEDS)
+    # the knee scan's and the ablation's configs: every (point, variant) at one load
+    for (workload, hardware), loads in k2.KNEE_LOADS.items():
+        _validate(scenarios.k2_scenario(workload, hardware, "kunserve", loads[0], 1), tmp_path, "knee")
+    seen = {}
+    for tags, cfg in k2.ablation_jobs(seeds=(1,)):
+        if tags["load"] == k2.LOADS[(tags["workload"], tags["hardware"])][0]:
+            seen[tags["variant"]] = _validate(cfg, tmp_path, f"ablation-{tags['variant']}").policy
+    assert seen["recompute"].stale_requests == "recompute" and seen["no_restore"].restore is False
+    assert seen["all_groups"].trigger_scope == "all_groups"
 
 
 @pytest.mark.parametrize("key", ["conv", "code", "long"])
@@ -176,3 +185,29 @@ def test_fused_tpot_classifies_by_group_periods():
         "instances": [["default-0"], ["default-1"], ["default-2"], ["default-1"]]})
     inside, outside, n_in, n_out = k2.fused_tpot(requests, events, 30.0)
     assert (n_in, n_out) == (1, 2) and inside == 0.1 and outside == pytest.approx(0.25)
+
+
+def test_k2_tiny_ablation_and_leader_runs():
+    import run as kunserve_run
+
+    jobs = [(t, c) for t, c in k2.ablation_jobs(points=(("conv", "7b-a10"),), seeds=(1,))
+            if t["load"] == 1.0 and t["variant"] in ("default", "recompute")]
+    for _, cfg in jobs:
+        cfg["workload"]["streams"][0]["limit"] = 80
+    rows = [k2.run_point(t, c) for t, c in jobs]
+    assert {r["variant"] for r in rows} == {"default", "recompute"}
+    assert all(r["finished"] == r["requests"] == 80 for r in rows)
+    cfg = scenarios.k2_scenario("conv", "7b-a10", "kunserve", 1.0, 1)
+    cfg["workload"]["streams"][0]["limit"] = 120
+    result, probe, log = k1.simulate(cfg)
+    assert probe.rows and all(seconds > 0 for _, _, seconds in log.calls)
+    assert callable(kunserve_run.stage_leader)
+
+
+@pytest.mark.skipif(not (HERE / "k2.csv").exists(), reason="run.py has not been run")
+def test_tables_print_from_the_committed_csvs(capsys):
+    import tables
+
+    tables.main([])
+    out = capsys.readouterr().out
+    assert "## verdict" in out and "missing" not in out

@@ -3,14 +3,15 @@
     .venv/bin/python experiments/kunserve/run.py --stage k1        # mechanism micro-benchmark (~5 s)
     .venv/bin/python experiments/kunserve/run.py --stage k2        # overload grid (~3 min on one core)
     .venv/bin/python experiments/kunserve/run.py --stage knee      # finer loads at the knees (~2 min)
-    .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~1 min)
+    .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~20 s)
+    .venv/bin/python experiments/kunserve/run.py --stage leader    # a fused leader's batch limits (~10 s)
     .venv/bin/python experiments/kunserve/run.py --stage figures   # figures from the CSVs
     .venv/bin/python experiments/kunserve/run.py                   # every stage above
     .venv/bin/python experiments/kunserve/tables.py                # print the REPORT tables
 
 Outputs: small CSVs beside this file (``k1.csv``, ``k1_checks.csv``, ``k1_overhead.csv``,
 ``k1_timeline.csv``, ``k1_requests.csv``, ``k1_events.csv``, ``k2.csv``, ``k2_hardware.csv``,
-``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``) and PNGs in
+``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``, ``k2_leader.csv``) and PNGs in
 ``figures/``; K1's raw tables of seed 1 go to ``results/`` (git-ignored). Why each choice was made:
 REPORT.md. Runs go one at a time in this process (``--workers N`` runs K2 in a pool of N).
 """
@@ -215,6 +216,38 @@ def stage_ablation() -> pd.DataFrame:
     return run_jobs(k2.ablation_jobs(), HERE / "k2_ablation.csv")
 
 
+#: KunServe points whose fused leader is inspected (a round is one scheduler batch: does the
+#: group hit one engine's max_num_seqs or token budget?)
+LEADER_POINTS = (("conv", "7b-a10", 1.0), ("code", "8b-a10", 4.0), ("burst", "8b-a10", 4.0),
+                 ("burst", "7b-a10", 2.0), ("long", "70b-a100", 1.0), ("long", "8b-a100", 1.0))
+
+
+def stage_leader() -> pd.DataFrame:
+    """Per point (seed 1): the most requests a fused leader ran at once and the share of its
+    rounds that used the whole token budget, against the engine's limits."""
+    rows = []
+    for workload, hardware, load in LEADER_POINTS:
+        cfg = scenarios.k2_scenario(workload, hardware, "kunserve", load, 1)
+        result, probe, log = k1.simulate(cfg)
+        frame = pd.DataFrame(probe.rows)
+        leader = frame[(frame.group != "") & (frame.state == "ready")]
+        alone = frame[frame.group == ""]
+        tokens = [args[0] + args[2] for _, args, _ in log.calls]
+        budget = 8192  # engine.max_num_batched_tokens default
+        rows.append({"workload": workload, "hardware": hardware, "load": load,
+                     "max_num_seqs": 256, "max_num_batched_tokens": budget,
+                     "leader_running_max": int(leader.running.max()) if len(leader) else 0,
+                     "unfused_running_max": int(alone.running.max()) if len(alone) else 0,
+                     "fused_rounds": len(tokens),
+                     "rounds_at_token_budget": sum(t >= budget - 64 for t in tokens) / max(1, len(tokens)),
+                     "rounds_with_prefill": sum(a[0] > 0 for _, a, _ in log.calls) / max(1, len(tokens)),
+                     "round_s_median": float(pd.Series([x for _, _, x in log.calls]).median()) if tokens else 0.0})
+    table = pd.DataFrame(rows)
+    table.to_csv(HERE / "k2_leader.csv", index=False, float_format="%.6g")
+    print(table.to_string())
+    return table
+
+
 def stage_figures() -> pd.DataFrame:
     import matplotlib
 
@@ -303,7 +336,8 @@ def stage_figures() -> pd.DataFrame:
 
 
 STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2, "knee": stage_knee,
-                                                  "ablation": stage_ablation, "figures": stage_figures}
+                                                  "ablation": stage_ablation, "leader": stage_leader,
+                                                  "figures": stage_figures}
 
 
 def main(argv: list[str] | None = None) -> None:
