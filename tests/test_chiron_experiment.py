@@ -4,23 +4,18 @@ out and tuned as REPORT.md says."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from chironsim.experiments.config import parse_config
+from experiment_modules import load as load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "experiments" / "chiron"
 SHARED_TRACES = REPO.parent / "shared" / "traces"
-# loaded under a name of its own: the Llumnix experiment's tests import another ``run``
-_spec = importlib.util.spec_from_file_location("chiron_experiment_run", HERE / "run.py")
-chiron_run = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = chiron_run
-_spec.loader.exec_module(chiron_run)
+chiron_run = load_experiment("chiron", "run")
 
 needs_traces = pytest.mark.skipif(not SHARED_TRACES.is_dir(),
                                   reason="the study replays ../shared/traces, absent here")

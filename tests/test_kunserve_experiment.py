@@ -18,7 +18,8 @@ sys.path.insert(0, str(HERE))
 
 import k1  # noqa: E402
 import k2  # noqa: E402
-import scenarios  # noqa: E402
+import kunserve_setups as scenarios  # noqa: E402
+from experiment_modules import load as load_experiment  # noqa: E402
 
 from chironsim.experiments.config import load_config, parse_config  # noqa: E402
 from chironsim.workload.build import build_workload  # noqa: E402
@@ -85,7 +86,7 @@ def _parse(cfg):
 
 
 def test_k1_stage_runs_and_its_checks_pass(tmp_path):
-    import run as kunserve_run
+    kunserve_run = load_experiment("kunserve", "run")
 
     checks = kunserve_run.stage_k1(seeds=(1,), out=tmp_path)
     assert checks.ok.all() and len(checks) >= 10
@@ -188,7 +189,7 @@ def test_fused_tpot_classifies_by_group_periods():
 
 
 def test_k2_tiny_ablation_and_leader_runs():
-    import run as kunserve_run
+    kunserve_run = load_experiment("kunserve", "run")
 
     jobs = [(t, c) for t, c in k2.ablation_jobs(points=(("conv", "7b-a10"),), seeds=(1,))
             if t["load"] == 1.0 and t["variant"] in ("default", "recompute")]
@@ -206,8 +207,7 @@ def test_k2_tiny_ablation_and_leader_runs():
 
 @pytest.mark.skipif(not (HERE / "k2.csv").exists(), reason="run.py has not been run")
 def test_tables_print_from_the_committed_csvs(capsys):
-    import tables
-
+    tables = load_experiment("kunserve", "tables")
     tables.main([])
     out = capsys.readouterr().out
     assert "## verdict" in out and "missing" not in out

@@ -15,9 +15,11 @@ import pytest
 HERE = Path(__file__).resolve().parent.parent / "experiments" / "llumnix"
 sys.path.insert(0, str(HERE))
 
-import run as llumnix_run  # noqa: E402
 import serving  # noqa: E402
-import tables as llumnix_tables  # noqa: E402
+from experiment_modules import load as load_experiment  # noqa: E402
+
+llumnix_run = load_experiment("llumnix", "run")
+llumnix_tables = load_experiment("llumnix", "tables")
 
 from chironsim.experiments.config import parse_config  # noqa: E402
 

@@ -43,7 +43,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import scenarios  # noqa: E402
+import kunserve_setups as scenarios  # noqa: E402
 
 from chironsim.catalog import get_gpu, get_model  # noqa: E402
 from chironsim.experiments.config import parse_config  # noqa: E402

@@ -31,7 +31,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import scenarios  # noqa: E402
+import kunserve_setups as scenarios  # noqa: E402
 
 from chironsim.experiments.runner import run  # noqa: E402
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import k1  # noqa: E402
 import k2  # noqa: E402
-import scenarios  # noqa: E402
+import kunserve_setups as scenarios  # noqa: E402
 
 WORKERS = 1
 
