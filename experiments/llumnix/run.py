@@ -3,6 +3,7 @@
     .venv/bin/python experiments/llumnix/run.py --stage l1      # migration micro-benchmark (~15 s)
     .venv/bin/python experiments/llumnix/run.py --stage mixes   # Table 1 length mixes (~5 s)
     .venv/bin/python experiments/llumnix/run.py --stage l2scan --stage l2 --stage l3 --stage l4 --stage l4steep --stage figures  # ~17 min on 2 cores
+    .venv/bin/python experiments/llumnix/run.py --stage l2scan30b --stage l2_30b --stage figures  # LLaMA-30B L2
     .venv/bin/python experiments/llumnix/run.py                 # every stage above
     .venv/bin/python experiments/llumnix/tables.py              # print the tables from the CSVs
 
@@ -10,8 +11,9 @@ Outputs: small CSVs beside this file (``l1.csv``, ``mixes.csv``) and PNGs in ``f
 Why each choice was made: REPORT.md.
 
 L2-L4 (``serving.py``): 16 × LLaMA-7B-shaped instances on A10, three mixes, the four
-policies, 3 seeds; raw timeseries of L4's figure go to ``results/`` (git-ignored). LLaMA-30B
-is not run (REPORT.md says what was and was not).
+policies, 3 seeds; raw timeseries of L4's figure go to ``results/`` (git-ignored). L2 also on
+4 × LLaMA-30B (TP 4): stages ``l2scan30b`` and ``l2_30b`` (~25 min on one core). REPORT.md says
+what was and was not run.
 """
 
 from __future__ import annotations
@@ -303,20 +305,24 @@ def stage_figures() -> pd.DataFrame:
     import matplotlib.pyplot as plt
 
     FIGURES.mkdir(exist_ok=True)
-    scan = pd.read_csv(HERE / "l2_scan.csv")
-    fig, axes = plt.subplots(1, scan["mix"].nunique(), figsize=(12, 3.6))
-    for ax, (mix, part) in zip(axes, scan.groupby("mix", sort=False)):
-        for policy, g in part.groupby("policy"):
-            g = g.sort_values("rate")
-            ax.plot(g.rate, g.ttft_p99, "o-", label=policy)
-        ax.set_yscale("log")
-        ax.set_title(f"{mix} (Poisson, seed 1)")
-        ax.set_xlabel("rate (req/s)")
-        ax.set_ylabel("P99 TTFT (s)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(FIGURES / "l2_scan.png", dpi=110)
-    plt.close(fig)
+    for csv, png, what in (("l2_scan.csv", "l2_scan.png", "16 x 7B"),
+                           ("l2_scan_30b.csv", "l2_scan_30b.png", "4 x 30B TP 4")):
+        if not (HERE / csv).exists():
+            continue
+        scan = pd.read_csv(HERE / csv)
+        fig, axes = plt.subplots(1, scan["mix"].nunique(), figsize=(12, 3.6))
+        for ax, (mix, part) in zip(axes, scan.groupby("mix", sort=False)):
+            for policy, g in part.groupby("policy"):
+                g = g.sort_values("rate")
+                ax.plot(g.rate, g.ttft_p99, "o-", label=policy)
+            ax.set_yscale("log")
+            ax.set_title(f"{mix} ({what}, Poisson, seed 1)")
+            ax.set_xlabel("rate (req/s)")
+            ax.set_ylabel("P99 TTFT (s)")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(FIGURES / png, dpi=110)
+        plt.close(fig)
 
     l2 = pd.read_csv(HERE / "l2.csv")
     l2 = l2[l2.rate.isin([r for rs in L2_RATES.values() for r in rs])]

@@ -87,8 +87,8 @@ def _mean_range(group: pd.Series, digits: int = 2) -> str:
     return f"{_f(group.mean(), digits)} [{_f(group.min(), digits)}–{_f(group.max(), digits)}]"
 
 
-def table_l2scan() -> str:
-    data = pd.read_csv(HERE / "l2_scan.csv")
+def table_l2scan(csv: str = "l2_scan.csv") -> str:
+    data = pd.read_csv(HERE / csv)
     out = []
     for mix, part in data.groupby("mix", sort=False):
         rows = []
@@ -114,16 +114,16 @@ L2_COLUMNS = [("P50 TTFT s", "ttft_p50", 3), ("P99 TTFT s", "ttft_p99", 2),
               ("fragmentation %", "fragmentation_pct", 2), ("migrations", "migrations_done", 0)]
 
 
-def _l2_frame() -> pd.DataFrame:
-    data = pd.read_csv(HERE / "l2.csv")
+def _l2_frame(csv: str = "l2.csv") -> pd.DataFrame:
+    data = pd.read_csv(HERE / csv)
     data["tpot_p99_ms"] = data.tpot_p99 * 1e3
     data["fragmentation_pct"] = data.fragmentation * 100
     return data
 
 
-def table_l2() -> str:
+def table_l2(csv: str = "l2.csv") -> str:
     """Per mix, rate and CV: each policy's metrics, mean over seeds [min–max]."""
-    data = _l2_frame()
+    data = _l2_frame(csv)
     out = []
     for (mix, rate, cv), part in data.groupby(["mix", "rate", "cv"], sort=False):
         rows = []
@@ -143,9 +143,9 @@ def table_l2() -> str:
     return "\n\n".join(out)
 
 
-def l2_ratios() -> pd.DataFrame:
+def l2_ratios(csv: str = "l2.csv") -> pd.DataFrame:
     """INFaaS++ ÷ Llumnix per (mix, rate, CV), from seed means: the paper's claims' quantities."""
-    data = _l2_frame()
+    data = _l2_frame(csv)
     means = data.groupby(["mix", "rate", "cv", "policy"]).mean(numeric_only=True)
     rows = []
     for (mix, rate, cv), part in means.groupby(level=[0, 1, 2], sort=False):
@@ -168,8 +168,8 @@ def l2_ratios() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table_l2_ratios() -> str:
-    r = l2_ratios()
+def table_l2_ratios(csv: str = "l2.csv") -> str:
+    r = l2_ratios(csv)
     rows = [{"mix": x.mix, "rate": f"{x.rate:g}", "arrival": "Poisson" if x.cv == 1 else f"Gamma CV {x.cv:g}",
              "P99 TTFT ×": _f(x.ttft_p99_ratio), "P50 TTFT ×": _f(x.ttft_p50_ratio),
              "P99 TPOT ×": _f(x.tpot_p99_ratio), "P99 max-ITL ×": _f(x.itl_max_p99_ratio),
@@ -266,7 +266,10 @@ TABLES = {"l1": ("l1.csv", table_l1), "mixes": ("mixes.csv", table_mixes),
           "l2scan": ("l2_scan.csv", table_l2scan), "l2": ("l2.csv", table_l2),
           "l2ratios": ("l2.csv", table_l2_ratios), "l3": ("l3.csv", table_l3), "l4": ("l4.csv", table_l4),
           "l4matched": ("l4.csv", table_l4_matched),
-          "l4steep": ("l4_steep.csv", lambda: table_l4("l4_steep.csv"))}
+          "l4steep": ("l4_steep.csv", lambda: table_l4("l4_steep.csv")),
+          "l2scan30b": ("l2_scan_30b.csv", lambda: table_l2scan("l2_scan_30b.csv")),
+          "l2_30b": ("l2_30b.csv", lambda: table_l2("l2_30b.csv")),
+          "l2ratios30b": ("l2_30b.csv", lambda: table_l2_ratios("l2_30b.csv"))}
 
 
 def main(argv: list[str]) -> None:
