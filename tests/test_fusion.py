@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chironsim.catalog import get_gpu, get_model
-from chironsim.contract.actions import DropParameters, RestoreParameters, action_problem
+from chironsim.contract.actions import (DropParameters, RestoreParameters, SetMaxNumSeqs,
+                                        action_problem)
 from chironsim.contract.states import FUSED, READY
 from chironsim.metrics.slo import RequestClassSpec
 from chironsim.perf.comm import CommModel
@@ -158,6 +159,69 @@ def test_fast_forward_gives_identical_tables_with_a_fused_group():
     assert len(events(sim, "drop")) == 2
     assert {e["reason"] for e in events(sim, "exchange")} == {"stale", "convert"}
     assert runs[0] == runs[1]
+
+
+
+class Limits(Watch):
+    """Also records every live instance's (state, running (paused included), max_num_seqs,
+    token budget)."""
+
+    def __init__(self, actions, ref: list) -> None:
+        super().__init__(actions, ref)
+        self.limits: list[tuple[float, dict]] = []
+
+    def on_tick(self, view):
+        self.limits.append((view.time, {
+            i.instance_id: (i.state, len(i.decodes) + len(i.prefilling) + len(i.paused),
+                            i.max_num_seqs, i.max_batched_tokens)
+            for i in self.ref[0].live_instances()}))
+        return super().on_tick(view)
+
+
+def _limits_run(actions, seqs=4):
+    """A pair with ``max_num_seqs`` = ``seqs`` fused at 0.05 s; 3 x ``seqs`` long decodes
+    arrive after the fuse, all on the leader (the only ready member)."""
+    specs = [RequestSpec(0.3 + 0.01 * i, 64 + i, 400 + 5 * i) for i in range(3 * seqs)]
+    cluster = ClusterConfig(model="llama-3-8b", gpu="a100-80gb",
+                            engine=EngineConfig(max_num_seqs=seqs),
+                            pools={"default": PoolConfig(instances=2)})
+    ref: list = []
+    watch = Limits([(0.05, DropParameters(("default-0", "default-1"), "test")), *actions], ref)
+    sim = Simulation(cluster, {"default": RequestClassSpec()}, iter(specs), RoundRobinRouter(),
+                     [watch], duration_s=None, drain_s=600.0, sample_interval_s=1.0)
+    ref.append(sim.cluster)
+    sim.run()
+    return sim, watch
+
+
+def test_a_fused_pair_admits_twice_max_num_seqs_and_gets_its_limits_back_at_the_split():
+    budget = EngineConfig().max_num_batched_tokens
+    sim, watch = _limits_run([(2.0, RestoreParameters("default-0", "calm"))])
+    drop, split = events(sim, "drop")[0], events(sim, "split")[0]
+    fused = [s for t, s in watch.limits if drop["time"] < t < split["time"]]
+    assert fused and all(s["default-0"][2:] == (8, 2 * budget) for s in fused)
+    assert all(s["default-1"][2:] == (4, budget) for s in fused)  # a follower's own, untouched
+    assert max(s["default-0"][1] for s in fused) == 8  # the group runs 2 x 4 sequences
+    # and never more, even while converted requests are paused for their KV exchange
+    assert events(sim, "exchange") and all(s["default-0"][1] <= 8 for s in fused)
+    after = [s for t, s in watch.limits if t > split["time"]]
+    assert after and all(s[i][2:] == (4, budget) for s in after for i in s)
+    assert all(s[i][1] <= 4 for s in after for i in s)  # converted within each member's seats
+    assert {r.status for r in sim.request_records} == {"finished"}
+    for inst in sim.cluster.live_instances():
+        assert (inst.max_num_seqs, inst.max_batched_tokens) == (4, budget)
+
+
+def test_a_limit_changed_while_fused_is_the_groups_and_the_leader_keeps_its_share():
+    # the group's 8 halved to 4 while fused: the leader's own 4 comes back halved, 2
+    sim, watch = _limits_run([(1.0, SetMaxNumSeqs("default-0", 4, reason="halve")),
+                              (2.0, RestoreParameters("default-0", "calm"))])
+    split = events(sim, "split")[0]
+    leader, follower = (sim.cluster.instance(i) for i in ("default-0", "default-1"))
+    assert (leader.max_num_seqs, follower.max_num_seqs) == (2, 4)
+    after = [s for t, s in watch.limits if t > split["time"]]
+    assert after and all(s["default-0"][1] <= 2 for s in after)
+    assert {r.status for r in sim.request_records} == {"finished"}
 
 
 @settings(max_examples=40, deadline=None)

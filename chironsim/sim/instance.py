@@ -215,6 +215,18 @@ class Instance:
         self.wake()
         return delta
 
+    def resize_limits(self, max_num_seqs: int, max_batched_tokens: int) -> tuple[int, int]:
+        """Change the engine's batch limits (``max_num_seqs``, ``max_num_batched_tokens``) at
+        an iteration boundary, as :meth:`resize_kv` changes its KV capacity: a fused group's
+        leader schedules for the whole group (:mod:`.mechanisms.fusion`). The scheduler reads
+        both at every boundary; requests already running above a lowered limit keep running
+        (as with :meth:`set_max_num_seqs`). Returns the previous pair."""
+        old = (self.max_num_seqs, self.max_batched_tokens)
+        self.max_num_seqs = max(1, int(max_num_seqs))
+        self.max_batched_tokens = max(1, int(max_batched_tokens))
+        self.wake()
+        return old
+
     def swap_iteration_time(self, iteration_time: Callable, fast_forward: bool) -> tuple[Callable, bool]:
         """Price the next iterations with ``iteration_time`` (a fused group's pipeline round),
         fast-forwarding only if ``fast_forward``; returns the previous pair, to swap back."""
@@ -346,7 +358,7 @@ class Instance:
     def pause(self, req: Request) -> int:
         """Take a decoding request out of the batch at an iteration boundary, keeping its KV
         blocks owned here; returns them. It waits in :attr:`paused` (counted as running in
-        views, held at the horizon) until :meth:`adopt_running` here, or until
+        views, keeping its seat, held at the horizon) until :meth:`adopt_running` here, or until
         :meth:`give_paused` hands it with its blocks to another instance. A mechanism that
         pauses decodes calls :meth:`settle_growth` before resizing this allocator."""
         if req.phase != rq.DECODING or req.instance is not self:
@@ -600,7 +612,9 @@ class Instance:
 
     # --- engine bookkeeping (the loop, the scheduler and the API above share it) ------------
     def seats_left(self) -> int:
-        return self.max_num_seqs - len(self.decodes) - len(self.prefilling)
+        """Seats under ``max_num_seqs``: a paused request keeps its seat (it is still running,
+        out of the batch only while its KV moves), so no admission takes it meanwhile."""
+        return self.max_num_seqs - len(self.decodes) - len(self.prefilling) - len(self.paused)
 
     def _emit_first_token(self, req: Request, now: float) -> None:
         """A (re)prefill finished: it samples the next token."""

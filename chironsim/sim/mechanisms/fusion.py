@@ -23,8 +23,34 @@ it keeps its SimPy loop, local scheduler and allocator, and
   exactly ``micro_batch_time`` (Σ stage times + (g−1) hops) when only one micro-batch has
   work. Tokens of a round are stamped at its end — for the micro-batches that leave the last
   stage earlier, at most one round late (a stated approximation of the staggered schedule);
+- its batch limits are resized (:meth:`Instance.resize_limits`) to the group's: the sum of
+  the members' ``max_num_seqs`` and of their ``max_num_batched_tokens``, i.e. g x one
+  engine's (:func:`group_limits`). The released code keeps one scheduler per member, each
+  with its own limits, so a pair runs up to 2 x 256 sequences. The token budget scales with
+  g too: each of a round's g micro-batches is one member's iteration, bounded by that
+  member's budget B, so a round carries up to g·B tokens, and the even cut above gives each
+  micro-batch about total/g of them, B at most. This leaves the group's prefill throughput
+  about where it was (a stage runs a round's tokens through L/g layers, so a round of g·B
+  tokens takes about an unfused B-token iteration, and one of B tokens about a B/g-token
+  one; prefill cost is nearly linear in tokens); what it sets is the granularity: a
+  micro-batch of B tokens passes all g stages in about an unfused B-token iteration, as in
+  the released code, where one engine's budget per round would cut micro-batches of B/g and
+  deliver the first tokens of a deep queue's head sooner than the released code does.
+  Requests already running above a lowered limit keep running, as with
+  ``set_max_num_seqs``; a paused request keeps its seat (:meth:`Instance.seats_left`);
 - fast-forward is off on the leader while fused (correctness over speed: every round is
   stepped), so fast-forward on and off give identical tables with groups running.
+
+**Limits and a policy that changes them** (Chiron's local autoscaler, ``SetMaxNumSeqs``).
+While fused, the leader's limits *are* the group's, and that is what views show: a change to
+the leader's ``max_num_seqs`` meanwhile changes the group's. At the split the leader gets
+``current x own // fused`` (at least 1; :func:`limits_after_split`), ``own`` and ``fused``
+being its own and the group's limits at the fuse: exactly its own when nothing changed them,
+the same relative change when something did (a halved group limit halves the leader's). A
+follower's limits are its own throughout and untouched (it schedules nothing while fused; a
+change to them takes effect at the split, and does not change the group's limit). Converted
+requests are placed only on members with a seat under these post-split limits, so no member
+starts independent life above its limit.
 
 **Followers** are in the ``fused`` lifecycle state: billed (they stay live instances), visible
 in views with that state, never routed to (only ``ready`` instances are), never drained or
@@ -32,19 +58,41 @@ scaled down (the cluster skips group members).
 
 Drop (:class:`~chironsim.contract.actions.DropParameters`), at an iteration boundary of every
 member: each follower, at its next boundary with no swapped request, no request arriving by
-migration and no reservation, detaches its waiting and running requests (running ones are
-*stale*: this step recomputes them — KV exchange is the next step) and parks in ``fused``;
-once every follower has parked, the leader at its next boundary (same conditions) detaches its
-own, resizes every allocator, swaps its iteration time and adopts all the detached requests
-(events ``drop``). Requests held between a follower's park and the leader's fuse are returned by
+migration and no reservation, detaches its waiting requests and those mid-prefill (they
+re-prefill on the leader), *pauses* its decoding ones with their KV kept (the **stale**
+requests; :meth:`Instance.pause`) and parks in ``fused``. Once every follower has parked, the
+leader at its next boundary (same conditions) does the same with its own, resizes every
+allocator (its own first; each follower's paused requests hand their blocks to the leader's
+allocator, then the follower goes to 0), swaps its iteration time and limits, and adopts all
+the detached requests (event ``drop``). The stale requests then get their KV exchanged
+(``stale_requests``):
+
+- ``live`` (default): one step of at most ``exchange_batch_size`` requests at a time, started
+  at a leader boundary and overlapped with the rounds, priced by
+  ``perf.exchange.kv_exchange_seconds`` (event ``exchange``, reason ``stale``); a request stays
+  paused, out of the batch, until its step lands, then rejoins the leader's batch where it
+  left off;
+- ``blocking``: every step runs before the first round, its seconds added to it;
+- ``recompute``: no exchange; the stale requests are detached (their KV freed) and re-prefill.
+
+Requests held between a follower's park and the leader's fuse are returned by
 :meth:`FusionCoordinator.held_requests` at the horizon.
 
 Restore (:class:`~chironsim.contract.actions.RestoreParameters`): the members reload the dropped
 layers from their peers while the group keeps serving, for ``perf.exchange.restore_seconds``
-(event ``restore``); then, at the leader's next boundary, its requests are detached (running
-ones recompute), the leader and followers get their capacity and iteration time back, the
-followers become ``ready``, and the requests are placed again through the cluster's router
-before the boundary's admission, so the leader admits its share at once (event ``split``).
+(event ``restore``). Then the leader *converts* its decoding requests back (not in
+``recompute`` mode): at each boundary with no step in flight, up to ``restore_batch_size`` of
+them (every one at once in ``blocking`` mode) are assigned, by request id, to the member with
+the fewest blocks assigned among those with room for the request's whole sequence and a seat
+under its post-split limit; they pause while their KV is exchanged (event ``exchange``, reason
+``convert``) and then decode in the group again until the split; a request that fits no member
+yet waits for others to finish. Once every decoding request is converted, the **split**, at
+that boundary: requests mid-prefill and waiting are detached; the leader gets back its
+iteration time, its limits (rule above) and its capacity, the followers their capacity, empty;
+each converted request assigned to a follower moves there with its KV and keeps decoding (those
+assigned to the leader stay); the followers become ``ready``; and the detached requests (in
+``recompute`` mode the decoding ones too) are placed again through the cluster's router before
+the boundary's admission, so the leader admits its share at once (event ``split``).
 """
 
 from __future__ import annotations
@@ -132,6 +180,8 @@ class FusedGroup:
     in_flight: list[Request] = field(default_factory=list)  # paused, their exchange under way
     converted: dict[int, tuple[Request, "Instance"]] = field(default_factory=dict)
     stale_count: int = 0
+    #: The leader's own (max_num_seqs, max_batched_tokens) and the group's, set at the fuse.
+    limits: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0))
 
     @property
     def leader(self) -> "Instance":
@@ -149,6 +199,22 @@ def _quiet(inst: "Instance") -> bool:
     """No work an iteration boundary cannot hand over: nothing swapped out, nothing arriving
     by migration, no reservation (an incoming transfer)."""
     return not inst.swapped and not inst.arriving and not inst.kv.has_reservations
+
+
+def group_limits(members: list["Instance"]) -> tuple[int, int]:
+    """A fused group's batch limits: the sum of its members' ``max_num_seqs`` and
+    ``max_num_batched_tokens`` (g x one engine's when they agree; module docstring)."""
+    return (sum(m.max_num_seqs for m in members), sum(m.max_batched_tokens for m in members))
+
+
+def limits_after_split(group: FusedGroup) -> tuple[int, int]:
+    """The leader's own limits at the split: the group's current ones scaled by the share the
+    leader brought at the fuse, so exactly its own when nothing changed them meanwhile, and
+    the same relative change when a policy did (module docstring)."""
+    (own_seqs, own_tokens), (seqs, tokens) = group.limits
+    leader = group.leader
+    return (max(1, leader.max_num_seqs * own_seqs // seqs),
+            max(1, leader.max_batched_tokens * own_tokens // tokens))
 
 
 def whole_sequence_blocks(req: Request, block_size: int) -> int:
@@ -298,6 +364,8 @@ class FusionCoordinator:
             m.resize_kv(0)
         self._saved[leader.instance_id] = leader.swap_iteration_time(
             self._pipelined_time(leader, g), fast_forward=False)
+        fused_limits = group_limits(group.members)
+        group.limits = (leader.resize_limits(*fused_limits), fused_limits)
         held, group.held = group.held, []
         for req in taken + held:
             leader.adopt(req)
@@ -348,7 +416,8 @@ class FusionCoordinator:
 
     def _convert(self, group: FusedGroup, leader: "Instance") -> float | None:
         """One restore step: convert up to a batch of decoding requests back to the members
-        with room for their whole sequence. None when every one is converted (split now)."""
+        with room for their whole sequence and a seat under their limit after the split. None
+        when every one is converted (split now)."""
         for rid, (req, _) in list(group.converted.items()):
             if req.phase == rq.DONE or req.instance is not leader:
                 del group.converted[rid]
@@ -357,21 +426,27 @@ class FusionCoordinator:
         if not pending:
             return None
         assigned = {m.instance_id: 0 for m in group.members}
+        seated = {m.instance_id: 0 for m in group.members}
         for req, member in group.converted.values():
             assigned[member.instance_id] += whole_sequence_blocks(req, leader.block_size)
+            seated[member.instance_id] += 1
         room = {m.instance_id: group.capacity[m.instance_id][0] - group.capacity[m.instance_id][1]
                 for m in group.members}
+        seats = {m.instance_id: m.max_num_seqs for m in group.members[1:]}
+        seats[leader.instance_id] = limits_after_split(group)[0]
         limit = group.restore_batch if group.mode == "live" else len(pending)
         chosen: list[Request] = []
         for req in pending:
             if len(chosen) == limit:
                 break
             need = whole_sequence_blocks(req, leader.block_size)
-            fits = [m for m in group.members if assigned[m.instance_id] + need <= room[m.instance_id]]
+            fits = [m for m in group.members if assigned[m.instance_id] + need <= room[m.instance_id]
+                    and seated[m.instance_id] < seats[m.instance_id]]
             if not fits:
                 continue
             member = min(fits, key=lambda m: assigned[m.instance_id])  # ties: member order
             assigned[member.instance_id] += need
+            seated[member.instance_id] += 1
             group.converted[req.request_id] = (req, member)
             chosen.append(req)
         if not chosen:
@@ -401,6 +476,7 @@ class FusionCoordinator:
         leader.settle_growth()
         fn, ff = self._saved.pop(leader.instance_id)
         leader.swap_iteration_time(fn, fast_forward=ff)
+        leader.resize_limits(*limits_after_split(group))
         for m in group.members[1:]:  # followers first: the leader's blocks move there
             m.resize_kv(*group.capacity[m.instance_id])
         for req, member in moving:
