@@ -202,6 +202,8 @@ def test_k2_tiny_ablation_and_leader_runs():
     cfg["workload"]["streams"][0]["limit"] = 120
     result, probe, log = k1.simulate(cfg)
     assert probe.rows and all(seconds > 0 for _, _, seconds in log.calls)
+    # every round is priced with the group's limits: a pair schedules 2 x one engine's
+    assert log.calls and log.limits == {(2 * 256, 2 * 8192)}
     assert callable(kunserve_run.stage_leader)
 
 

@@ -212,6 +212,8 @@ class PriceLog:
 
     env: Any
     calls: list[tuple[float, tuple, float]] = field(default_factory=list)
+    #: the leader's (max_num_seqs, max_num_batched_tokens) seen by the priced rounds
+    limits: set[tuple[int, int]] = field(default_factory=set)
 
     def wrap(self, factory):
         def make(leader, group_size):
@@ -220,6 +222,7 @@ class PriceLog:
             def logged(*args):
                 seconds = price(*args)
                 self.calls.append((self.env.now, args, float(seconds)))
+                self.limits.add((leader.max_num_seqs, leader.max_batched_tokens))
                 return seconds
             return logged
         return make

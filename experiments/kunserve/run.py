@@ -216,15 +216,19 @@ def stage_ablation() -> pd.DataFrame:
     return run_jobs(k2.ablation_jobs(), HERE / "k2_ablation.csv")
 
 
-#: KunServe points whose fused leader is inspected (a round is one scheduler batch: does the
-#: group hit one engine's max_num_seqs or token budget?)
+#: KunServe points whose fused leader is inspected (a round is one scheduler batch cut into g
+#: micro-batches: does the group reach its limits, g x one engine's max_num_seqs and budget?)
 LEADER_POINTS = (("conv", "7b-a10", 1.0), ("code", "8b-a10", 4.0), ("burst", "8b-a10", 4.0),
                  ("burst", "7b-a10", 2.0), ("long", "70b-a100", 1.0), ("long", "8b-a100", 1.0))
 
 
 def stage_leader() -> pd.DataFrame:
     """Per point (seed 1): the most requests a fused leader ran at once and the share of its
-    rounds that used the whole token budget, against the engine's limits."""
+    rounds that used the whole token budget, against the group's limits (as the leader held
+    them while its rounds were priced) and one engine's."""
+    from chironsim.sim.config import EngineConfig
+
+    engine = EngineConfig()
     rows = []
     for workload, hardware, load in LEADER_POINTS:
         cfg = scenarios.k2_scenario(workload, hardware, "kunserve", load, 1)
@@ -233,9 +237,11 @@ def stage_leader() -> pd.DataFrame:
         leader = frame[(frame.group != "") & (frame.state == "ready")]
         alone = frame[frame.group == ""]
         tokens = [args[0] + args[2] for _, args, _ in log.calls]
-        budget = 8192  # engine.max_num_batched_tokens default
+        seqs, budget = max(log.limits) if log.limits else (0, 0)
         rows.append({"workload": workload, "hardware": hardware, "load": load,
-                     "max_num_seqs": 256, "max_num_batched_tokens": budget,
+                     "engine_max_num_seqs": engine.max_num_seqs,
+                     "engine_max_num_batched_tokens": engine.max_num_batched_tokens,
+                     "group_max_num_seqs": seqs, "group_max_num_batched_tokens": budget,
                      "leader_running_max": int(leader.running.max()) if len(leader) else 0,
                      "unfused_running_max": int(alone.running.max()) if len(alone) else 0,
                      "fused_rounds": len(tokens),
