@@ -742,9 +742,34 @@ class Instance:
         return (running, waiting, self._kv_used_in(plan, started),
                 self.tokens_generated + plan.decodes * done)
 
+    def decode_counters(self, now: float) -> tuple[int, float, int, float]:
+        """``decode_iterations``, ``decode_seconds``, ``pure_decode_iterations`` and
+        ``pure_decode_seconds`` at ``now``, exact inside a stretch: the iterations it has
+        completed by ``now`` are counted, their durations added in order, as stepping would
+        have committed them one by one. (Read stale, a policy that measures ITL from these
+        counters, such as Chiron's local autoscaler, saw a different window with fast-forward
+        on than off, and acted differently.)"""
+        counters = (self.decode_iterations, self.decode_seconds,
+                    self.pure_decode_iterations, self.pure_decode_seconds)
+        plan = self._stretch
+        if plan is None or not plan.decodes:
+            return counters
+        done = self._progress(now)[1]
+        if not done:
+            return counters
+        iterations, seconds, pure_iterations, pure_seconds = counters
+        durations = plan.durations[:done]
+        iterations += done
+        seconds = add_in_order(seconds, durations)
+        if plan.pure_decode:
+            pure_iterations += done
+            pure_seconds = add_in_order(pure_seconds, durations)
+        return iterations, seconds, pure_iterations, pure_seconds
+
     def view(self, now: float) -> InstanceView:
         """A frozen snapshot for policies, exact at ``now`` even inside a stretch."""
         running, waiting, kv_used, tokens = self.occupancy(now)
+        iterations, seconds, pure_iterations, pure_seconds = self.decode_counters(now)
         return InstanceView(
             instance_id=self.instance_id,
             pool=self.pool,
@@ -755,10 +780,10 @@ class Instance:
             kv_capacity_blocks=self.kv.capacity,
             max_num_seqs=self.max_num_seqs,
             tokens_generated=tokens,
-            decode_iterations=self.decode_iterations,
-            decode_seconds=self.decode_seconds,
-            pure_decode_iterations=self.pure_decode_iterations,
-            pure_decode_seconds=self.pure_decode_seconds,
+            decode_iterations=iterations,
+            decode_seconds=seconds,
+            pure_decode_iterations=pure_iterations,
+            pure_decode_seconds=pure_seconds,
             running_by_class=tuple(self.running_by_class.items()),
             group=self.group,
         )

@@ -127,16 +127,20 @@ class LiveInstanceView(InstanceView):
 
     @property
     def decode_iterations(self) -> int:  # type: ignore[override]
-        return self._inst.decode_iterations
+        inst = self._inst  # exact inside a stretch, as Instance.view
+        return inst.decode_counters(inst.env.now)[0]
 
     @property
     def decode_seconds(self) -> float:  # type: ignore[override]
-        return self._inst.decode_seconds
+        inst = self._inst  # exact inside a stretch, as Instance.view
+        return inst.decode_counters(inst.env.now)[1]
 
     @property
     def pure_decode_iterations(self) -> int:  # type: ignore[override]
-        return self._inst.pure_decode_iterations
+        inst = self._inst  # exact inside a stretch, as Instance.view
+        return inst.decode_counters(inst.env.now)[2]
 
     @property
     def pure_decode_seconds(self) -> float:  # type: ignore[override]
-        return self._inst.pure_decode_seconds
+        inst = self._inst  # exact inside a stretch, as Instance.view
+        return inst.decode_counters(inst.env.now)[3]
