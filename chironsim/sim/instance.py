@@ -486,13 +486,20 @@ class Instance:
 
     def room_for(self, req: Request) -> bool:
         """Whether pulling ``req`` from a cluster queue would let it start soon: a free seat
-        counting what already waits here, and KV for its prompt above the watermark."""
+        counting what already waits here, and KV for its prompt above the watermark.
+
+        Asked mid-iteration too (an arrival to an empty cluster queue), so the free blocks are
+        those at this instant (:meth:`kv_used_at`): inside a stretch the allocator's free count
+        lacks the decode growth claimed ahead for its later iterations, and an arrival that
+        stepping would place at once stayed queued until the stretch ended."""
         if self.state != READY:
             return False
         if self.held_count >= self.max_num_seqs:
             return False
         need = self.pending_blocks + -(-(req.prompt_tokens + req.generated) // self.block_size)
-        return self.kv.free_blocks - need >= self.kv.watermark
+        kv = self.kv
+        free = kv.free_blocks if self._stretch is None else kv.capacity - self.kv_used_at(self.env.now)
+        return free - need >= kv.watermark
 
     def push_waiting(self, req: Request) -> None:
         self.pending_blocks += -(-req.prefill_target // self.block_size)
