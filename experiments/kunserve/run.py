@@ -5,13 +5,15 @@
     .venv/bin/python experiments/kunserve/run.py --stage knee      # finer loads at the knees (~2 min)
     .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~20 s)
     .venv/bin/python experiments/kunserve/run.py --stage leader    # a fused leader's batch limits (~10 s)
+    .venv/bin/python experiments/kunserve/run.py --stage microbatch  # explicit micro-batch queues (~40 s)
     .venv/bin/python experiments/kunserve/run.py --stage figures   # figures from the CSVs
     .venv/bin/python experiments/kunserve/run.py                   # every stage above
     .venv/bin/python experiments/kunserve/tables.py                # print the REPORT tables
 
 Outputs: small CSVs beside this file (``k1.csv``, ``k1_checks.csv``, ``k1_overhead.csv``,
 ``k1_timeline.csv``, ``k1_requests.csv``, ``k1_events.csv``, ``k2.csv``, ``k2_hardware.csv``,
-``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``, ``k2_leader.csv``) and PNGs in
+``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``, ``k2_leader.csv``,
+``k2_microbatch.csv``, ``k2_microbatch_knee.csv``) and PNGs in
 ``figures/``; K1's raw tables of seed 1 go to ``results/`` (git-ignored). Why each choice was made:
 REPORT.md. Runs go one at a time in this process (``--workers N`` runs K2 in a pool of N).
 """
@@ -33,6 +35,7 @@ sys.path.insert(0, str(HERE))
 import k1  # noqa: E402
 import k2  # noqa: E402
 import kunserve_setups as scenarios  # noqa: E402
+import microbatch  # noqa: E402
 
 WORKERS = 1
 
@@ -254,6 +257,53 @@ def stage_leader() -> pd.DataFrame:
     return table
 
 
+def stage_microbatch() -> pd.DataFrame:
+    """Per leader point (seed 1): what explicit micro-batch queues (count-balanced decodes, each
+    queue with its own requests' context) would add to the fused rounds the simulator priced
+    with its balanced cut (``microbatch.py``)."""
+    rows = []
+    for workload, hardware, load in LEADER_POINTS:
+        cfg = scenarios.k2_scenario(workload, hardware, "kunserve", load, 1)
+        logs = []
+
+        def tamper(sim):
+            logs.append(microbatch.QueueLog(sim.cluster.pools))
+            sim.cluster.fusion._pipelined_time = logs[0].wrap(sim.cluster.fusion._pipelined_time)
+        k1.simulate(cfg, probe=False, log_prices=False, tamper=tamper)
+        rows.append({"workload": workload, "hardware": hardware, "load": load, **logs[0].summary()})
+    table = pd.DataFrame(rows)
+    table.to_csv(HERE / "k2_microbatch.csv", index=False, float_format="%.6g")
+    print(table.to_string())
+    stage_microbatch_knee()
+    return table
+
+
+#: Every fused round priced this much longer: over twice the largest time-weighted cost of
+#: explicit queues that stage_microbatch finds, to bound its effect on the knee's ratios.
+SLOW_ROUNDS = 1.05
+
+
+def stage_microbatch_knee() -> pd.DataFrame:
+    """KunServe at every knee point with every fused round SLOW_ROUNDS x longer, against the
+    knee scan's KunServe and baselines (``k2_knee.csv``)."""
+    jobs = [(t, c) for t, c in k2.knee_jobs() if t["policy"] == "kunserve"]
+
+    def slow(sim):
+        factory = sim.cluster.fusion._pipelined_time
+
+        def make(leader, g):
+            price = factory(leader, g)
+            return lambda *args: price(*args) * SLOW_ROUNDS
+        sim.cluster.fusion._pipelined_time = make
+    rows = []
+    for tags, cfg in jobs:
+        result, _, _ = k1.simulate(cfg, probe=False, log_prices=False, tamper=slow)
+        rows.append({**tags, "slow_rounds": SLOW_ROUNDS, **k2.metrics(result)})
+    table = pd.DataFrame(rows)
+    table.to_csv(HERE / "k2_microbatch_knee.csv", index=False, float_format="%.6g")
+    return table
+
+
 def stage_figures() -> pd.DataFrame:
     import matplotlib
 
@@ -343,7 +393,7 @@ def stage_figures() -> pd.DataFrame:
 
 STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2, "knee": stage_knee,
                                                   "ablation": stage_ablation, "leader": stage_leader,
-                                                  "figures": stage_figures}
+                                                  "microbatch": stage_microbatch, "figures": stage_figures}
 
 
 def main(argv: list[str] | None = None) -> None:
