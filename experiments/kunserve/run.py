@@ -278,6 +278,13 @@ def stage_microbatch() -> pd.DataFrame:
     return table
 
 
+def simulated_metrics(cfg: dict, tamper=None) -> dict:
+    """``k2.metrics`` of a run through ``k1.simulate`` (which lets ``tamper`` alter it)."""
+    result, _, _ = k1.simulate(cfg, probe=False, log_prices=False, tamper=tamper)
+    result.manifest["config"] = cfg  # k2.metrics reads the instance count there
+    return k2.metrics(result)
+
+
 #: Every fused round priced this much longer: over twice the largest time-weighted cost of
 #: explicit queues that stage_microbatch finds, to bound its effect on the knee's ratios.
 SLOW_ROUNDS = 1.05
@@ -297,8 +304,7 @@ def stage_microbatch_knee() -> pd.DataFrame:
         sim.cluster.fusion._pipelined_time = make
     rows = []
     for tags, cfg in jobs:
-        result, _, _ = k1.simulate(cfg, probe=False, log_prices=False, tamper=slow)
-        rows.append({**tags, "slow_rounds": SLOW_ROUNDS, **k2.metrics(result)})
+        rows.append({**tags, "slow_rounds": SLOW_ROUNDS, **simulated_metrics(cfg, slow)})
     table = pd.DataFrame(rows)
     table.to_csv(HERE / "k2_microbatch_knee.csv", index=False, float_format="%.6g")
     return table
