@@ -12,9 +12,9 @@ round's price is the decodes' context: per queue it is whatever the requests the
 with the decodes dealt to g queues in request order (counts within one, as the paper's
 dispatch and rebalancing keep them; contexts as they fall) and the prefill still cut evenly
 (the paper's chunking at its best), and records both. The ratio of the two is what explicit
-queues would add to the round, bubbles included; it leaves aside the second-order effects
-(longer rounds feed back into the load) and the granularity ones (admission at micro-batch
-rather than round boundaries), which the REPORT bounds separately.
+queues would add to the round, bubbles included. With ``explicit=True`` the run is priced
+that way, so longer rounds feed back into the load; the granularity effects (admission at
+micro-batch rather than round boundaries) stay aside, and the REPORT bounds them separately.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ class QueueLog:
     recomputed from the balanced cut, the explicit-queue seconds, decodes)."""
 
     pools: Any  # cluster.pools: the leader's timer and GPU
+    #: price the rounds with the explicit queues (the run then *is* explicit-queue KunServe,
+    #: as far as round prices go) instead of only recording them
+    explicit: bool = False
     rounds: list[tuple[float, float, float, int]] = field(default_factory=list)
     skipped: int = 0  # rounds whose decode arguments did not match the leader's decode set
 
@@ -87,10 +90,10 @@ class QueueLog:
                 if len(contexts) != int(args[2]) or sum(contexts) != int(args[3]):
                     self.skipped += 1
                     return seconds
+                queues = round_seconds(timer, comm, g, node, queue_batches(args, contexts, g))
                 self.rounds.append((seconds, round_seconds(timer, comm, g, node, balanced_batches(args, g)),
-                                    round_seconds(timer, comm, g, node, queue_batches(args, contexts, g)),
-                                    len(contexts)))
-                return seconds
+                                    queues, len(contexts)))
+                return queues if self.explicit else seconds
             return logged
         return make
 

@@ -5,7 +5,7 @@
     .venv/bin/python experiments/kunserve/run.py --stage knee      # finer loads at the knees (~2 min)
     .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~20 s)
     .venv/bin/python experiments/kunserve/run.py --stage leader    # a fused leader's batch limits (~10 s)
-    .venv/bin/python experiments/kunserve/run.py --stage microbatch  # explicit micro-batch queues (~40 s)
+    .venv/bin/python experiments/kunserve/run.py --stage microbatch  # explicit micro-batch queues (~1.5 min)
     .venv/bin/python experiments/kunserve/run.py --stage figures   # figures from the CSVs
     .venv/bin/python experiments/kunserve/run.py                   # every stage above
     .venv/bin/python experiments/kunserve/tables.py                # print the REPORT tables
@@ -285,26 +285,37 @@ def simulated_metrics(cfg: dict, tamper=None) -> dict:
     return k2.metrics(result)
 
 
-#: Every fused round priced this much longer: over twice the largest time-weighted cost of
-#: explicit queues that stage_microbatch finds, to bound its effect on the knee's ratios.
-SLOW_ROUNDS = 1.05
+#: Knee reruns of KunServe: rounds priced with explicit queues, and a control with every
+#: round 0.1 % longer (how much any small change in timing moves the knee).
+KNEE_VARIANTS = ("explicit queues", "rounds x1.001")
 
 
 def stage_microbatch_knee() -> pd.DataFrame:
-    """KunServe at every knee point with every fused round SLOW_ROUNDS x longer, against the
-    knee scan's KunServe and baselines (``k2_knee.csv``)."""
+    """KunServe at every knee point, rerun per KNEE_VARIANTS (``k2_microbatch_knee.csv``); the
+    table holds them against the knee scan's KunServe and baselines (``k2_knee.csv``)."""
     jobs = [(t, c) for t, c in k2.knee_jobs() if t["policy"] == "kunserve"]
-
-    def slow(sim):
-        factory = sim.cluster.fusion._pipelined_time
-
-        def make(leader, g):
-            price = factory(leader, g)
-            return lambda *args: price(*args) * SLOW_ROUNDS
-        sim.cluster.fusion._pipelined_time = make
     rows = []
-    for tags, cfg in jobs:
-        rows.append({**tags, "slow_rounds": SLOW_ROUNDS, **simulated_metrics(cfg, slow)})
+    for variant in KNEE_VARIANTS:
+        for tags, cfg in jobs:
+            logs = []
+
+            def tamper(sim):
+                factory = sim.cluster.fusion._pipelined_time
+                if variant == "explicit queues":
+                    logs.append(microbatch.QueueLog(sim.cluster.pools, explicit=True))
+                    sim.cluster.fusion._pipelined_time = logs[0].wrap(factory)
+                    return
+
+                def make(leader, g):
+                    price = factory(leader, g)
+                    return lambda *args: price(*args) * 1.001
+                sim.cluster.fusion._pipelined_time = make
+            row = {**tags, "variant": variant, **simulated_metrics(cfg, tamper)}
+            if logs:
+                summary = logs[0].summary()
+                row["time_ratio"] = summary.get("time_ratio", 1.0)
+                row["skipped_rounds"] = summary["skipped"]
+            rows.append(row)
     table = pd.DataFrame(rows)
     table.to_csv(HERE / "k2_microbatch_knee.csv", index=False, float_format="%.6g")
     return table
