@@ -41,6 +41,29 @@ it keeps its SimPy loop, local scheduler and allocator, and
 - fast-forward is off on the leader while fused (correctness over speed: every round is
   stepped), so fast-forward on and off give identical tables with groups running.
 
+**Why no explicit micro-batch queues.** KunServe keeps g queues: a request joins the one with
+the fewest unfinished requests, decodes are rebalanced by moving (max − min)/2 requests, and
+long prompts are chunked so micro-batches balance. Each of these rules aims at the balanced cut
+above, and a round is priced from nothing but its micro-batches' sizes, so the cut is where
+they converge; three differences remain, each small next to the TTFT the experiment measures:
+
+- *Decode context.* Moving (max − min)/2 requests balances their count, not their context; in
+  explicit queues each micro-batch carries its own requests' context, and the longer one sets
+  a bubble. Priced again that way, round by round, in the KunServe experiment's fused runs
+  (``experiments/kunserve/microbatch.py``), the fused time grows by 0.1–2.4 % (one round: up
+  to 1.33x); the knee scan rerun with rounds so priced moves the largest gains no more than
+  making every round 0.1 % longer does (conv / Llama-2-7B / A10: 12.7x -> 11.4x, against
+  10.7x; REPORT, "Explicit micro-batch queues"). The cut is thus slightly optimistic for
+  KunServe, within the knee's own sensitivity to timing.
+- *Prefill chunks.* The even cut is the paper's chunking at its best: a chunk granularity
+  would add at most one chunk's imbalance to a round.
+- *Granularity.* Queues admit and emit at each micro-batch boundary, the leader once per round:
+  a request starts, and a token is stamped, up to one round late (median rounds of 56–78 ms,
+  0.74 s where rounds are full of prefill), against tail TTFTs of seconds under overload.
+
+Queues would add per-queue state to every scheduler step for these few percent, so the group
+keeps one scheduler and the balanced cut.
+
 **Limits and a policy that changes them** (Chiron's local autoscaler, ``SetMaxNumSeqs``).
 While fused, the leader's limits *are* the group's, and that is what views show: a change to
 the leader's ``max_num_seqs`` meanwhile changes the group's. At the split the leader gets
