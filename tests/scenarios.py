@@ -172,3 +172,18 @@ def light_scenario(name: str, seed: int, duration_s: float, **extra: Any) -> dic
                     "pools": {"default": {"instances": 1}}},
         **extra,
     }
+
+
+def fast_forward_scenario(fast_forward: bool, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Three instances with a small KV cache (≈170 blocks) so that recompute preemptions
+    happen: the scenario the fast-forward parity tests compare with it on and off.
+    ``engine``: more engine settings (a preset, a scheduler) laid over the small cache."""
+    stream = synthetic({"kind": "poisson", "rate": 7.0},
+                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
+                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
+                       duration_s=25.0, max_prompt_tokens=1200, max_output_tokens=1000)
+    return scenario([stream], seed=4, instances=3,
+                    engine={"gpu_memory_utilization": 0.195, "max_num_seqs": 48,
+                            "max_num_batched_tokens": 1024, "fast_forward": fast_forward,
+                            **(engine or {})},
+                    policy={"kind": "static", "router": {"kind": "round_robin"}})

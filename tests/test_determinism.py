@@ -15,7 +15,7 @@ from chironsim.experiments.runner import run
 from chironsim.metrics.tables import events_table, instances_table, requests_table, timeseries_table
 from chironsim.perf.roofline import IterationTimeModel
 from chironsim.sim import cluster as cluster_module
-from scenarios import build_simulation, scenario, synthetic
+from scenarios import build_simulation, fast_forward_scenario, scenario, synthetic
 
 TABLES = ("requests", "instances", "timeseries", "events", "summary")
 
@@ -100,18 +100,6 @@ def test_run_nested_inside_another_run_changes_neither(interleaved):
     for mixed, alone in ((outer, alone_outer), (nested, alone_nested)):
         for name, table in raw_tables(mixed).items():
             assert_frame_equal(table, getattr(alone, name), check_exact=True, obj=name)
-
-
-def fast_forward_scenario(fast_forward: bool) -> dict:
-    """Three instances with a small KV cache (≈170 blocks) so recompute preemptions happen."""
-    stream = synthetic({"kind": "poisson", "rate": 7.0},
-                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
-                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
-                       duration_s=25.0, max_prompt_tokens=1200, max_output_tokens=1000)
-    return scenario([stream], seed=4, instances=3,
-                    engine={"gpu_memory_utilization": 0.195, "max_num_seqs": 48,
-                            "max_num_batched_tokens": 1024, "fast_forward": fast_forward},
-                    policy={"kind": "static", "router": {"kind": "round_robin"}})
 
 
 def counting_perf_model(calls: dict[str, int]):

@@ -29,30 +29,16 @@ from chironsim.perf.roofline import IterationTimeModel, prefill_attention_work
 from chironsim.sim.cluster import PoolSpec
 from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
 from chironsim.sim.engine.scheduler import LocalScheduler, PrefillFirstScheduler
-from chironsim.sim.instance import GROWTH, Instance, InstanceHost
+from chironsim.sim.instance import GROWTH, Instance
 from chironsim.sim.request import Request
 from chironsim.workload.spec import RequestSpec
-from scenarios import build_simulation, scenario, synthetic
+from scenarios import build_simulation, fast_forward_scenario, scenario, synthetic
+from test_instance import RecordingHost
 
 PRESETS = sorted(engine_presets())
 
 
 # ------------------------------------------------------------------ one instance, recorded
-
-
-class Host(InstanceHost):
-    def __init__(self) -> None:
-        self.done: list[tuple[Request, str]] = []
-        self.events: list[str] = []
-
-    def request_done(self, req: Request, status: str, reason: str = "") -> None:
-        self.done.append((req, status))
-
-    def log_event(self, kind, inst, req, reason) -> None:
-        self.events.append(kind.name)
-
-    def instance_stopped(self, inst) -> None:
-        self.events.append("stopped")
 
 
 class Recorder:
@@ -75,7 +61,7 @@ class Recorder:
 def instance(scheduler: str, *, budget: int = 2048, fast_forward: bool = False,
              capacity: int = 400, mode: str = "recompute", max_num_seqs: int = 64):
     env = simpy.Environment()
-    host = Host()
+    host = RecordingHost()
     timer = Recorder()
     engine = EngineConfig(scheduler=scheduler, fast_forward=fast_forward, preemption_mode=mode,
                           max_num_seqs=max_num_seqs, max_num_batched_tokens=budget)
@@ -463,19 +449,6 @@ def test_pools_run_with_their_own_scheduler():
     kinds = {pool: {type(i.scheduler) for i in insts} for pool, insts in sim.cluster.instances.items()}
     assert kinds == {"default": {PrefillFirstScheduler}, "other": {LocalScheduler}}
     sim.run()
-
-
-def fast_forward_scenario(fast_forward: bool, engine: dict) -> dict:
-    """Three instances with a small KV cache so that preemptions happen (as the chunked
-    fast-forward parity test in test_determinism.py)."""
-    stream = synthetic({"kind": "poisson", "rate": 7.0},
-                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
-                       {"kind": "lognormal", "median": 250, "sigma": 0.8},
-                       duration_s=25.0, max_prompt_tokens=1200, max_output_tokens=1000)
-    return scenario([stream], seed=4, instances=3,
-                    engine={"gpu_memory_utilization": 0.195, "max_num_seqs": 48,
-                            "max_num_batched_tokens": 1024, "fast_forward": fast_forward, **engine},
-                    policy={"kind": "static", "router": {"kind": "round_robin"}})
 
 
 @pytest.mark.parametrize("engine", [{"scheduler": "prefill_first"},
