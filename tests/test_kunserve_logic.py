@@ -9,12 +9,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chironsim.policies.kunserve.config import KunServePolicyConfig
-from chironsim.policies.kunserve.dispatch import pick_group, pick_queue, place_prefills, rebalance_decodes
+from chironsim.policies.kunserve.dispatch import pick_group, place_prefills
 from chironsim.policies.kunserve.plan import greedy_drop_plan, static_groups
 from chironsim.policies.kunserve.sample import UsageSample
 from chironsim.policies.kunserve.triggers import (DropGroup, RestoreGroup, drop_decisions, group_triggers,
                                                   restore_decisions, votes_to_drop)
 from chironsim.policies.kunserve.window import UsageWindow
+from chironsim.sim.mechanisms.microbatch import pick_queue, rebalance_decodes
 
 DEFAULT = KunServePolicyConfig()
 

@@ -35,7 +35,8 @@ from chironsim.sim.events import (
 from chironsim.sim.global_queue import GlobalQueue
 from chironsim.sim.instance import Instance
 from chironsim.sim.mechanisms.eviction import PriorityEviction
-from chironsim.sim.mechanisms.fusion import FusionCoordinator, comm_of, pipelined_iteration_time, same_node
+from chironsim.sim.mechanisms.fusion import FusionCoordinator, comm_of, same_node
+from chironsim.sim.mechanisms.microbatch import MicroBatchQueues
 from chironsim.sim.mechanisms.migration import MigrationCoordinator
 from chironsim.sim.request import Request
 from chironsim.sim.routing import LiveInstanceView
@@ -203,8 +204,8 @@ class Cluster:
 
     def _pipelined_time(self, leader: Instance, group_size: int) -> Callable:
         spec = self.pools[leader.pool]
-        return pipelined_iteration_time(spec.timer, comm_of(spec.timer), group_size,
-                                        same_node(spec.gpu.gpus_per_node, spec.tp, group_size))
+        return MicroBatchQueues(spec.timer, comm_of(spec.timer), group_size,
+                                same_node(spec.gpu.gpus_per_node, spec.tp, group_size), leader)
 
     def _restore_seconds(self, leader: Instance, group_size: int) -> float:
         spec = self.pools[leader.pool]

@@ -227,13 +227,18 @@ class Instance:
         self.wake()
         return old
 
-    def swap_iteration_time(self, iteration_time: Callable, fast_forward: bool) -> tuple[Callable, bool]:
+    def swap_iteration_time(self, iteration_time: Callable, fast_forward: bool,
+                            batch_time: Callable | None = None) -> tuple[Callable, bool, Callable | None]:
         """Price the next iterations with ``iteration_time`` (a fused group's pipeline round),
-        fast-forwarding only if ``fast_forward``; returns the previous pair, to swap back."""
-        old = (self._iteration_time, self.planner.fast_forward)
+        or, for a single iteration, with ``batch_time(step, chunks, decodes)`` when given (its
+        micro-batch queues); fast-forward only if ``fast_forward``. Returns the previous
+        triple, to swap back."""
+        planner = self.planner
+        old = (self._iteration_time, planner.fast_forward, planner.batch_time)
         self._iteration_time = iteration_time
-        self.planner.iteration_time = iteration_time
-        self.planner.fast_forward = fast_forward
+        planner.iteration_time = iteration_time
+        planner.fast_forward = fast_forward
+        planner.batch_time = batch_time
         return old
 
     def _stop(self) -> None:

@@ -17,9 +17,10 @@ the GPU's measured send/recv curve, not by calling the function the simulator us
 - **restore**: the restore event's seconds = send_recv(L·(g−1)/g × layer bytes ÷ tp), the
   conversion steps start after the reload ends, and the split comes after them
   (``perf.exchange.restore_seconds``);
-- **pipeline**: every round the fused leader priced is recomputed: the batch cut into g
-  balanced micro-batches, stage times from the roofline (L/g layers, LM head on the last
-  stage), one activation hop (tokens × hidden × 2 B over send/recv) per boundary, and the
+- **pipeline**: every round the fused leader priced is recomputed from its g micro-batches
+  (one per micro-batch queue, as the leader formed them): stage times from the roofline (L/g
+  layers, LM head on the last stage), one activation hop (tokens × hidden × 2 B over
+  send/recv) per boundary, and the
   steady-state period of the in-order schedule found by stepping 240 rounds of a plain
   pipeline simulation written here (``perf.pipeline.cycle_time`` solves it with Karp's
   algorithm instead); the leader's consecutive rounds are spaced by exactly their price.
@@ -135,20 +136,6 @@ def formulas(model_name: str = MODEL, gpu_name: str = GPU, g: int = G) -> Formul
                     model.num_layers * (g - 1) / g * layer_bytes(model) / TP)
 
 
-def balanced(prefill_tokens: int, attention: float, decodes: int, context: float, g: int) -> list[tuple]:
-    """The fused leader's documented split: prefill tokens and decodes cut evenly (larger parts
-    first), attention work and decode context in proportion; empty micro-batches dropped."""
-    def cut(total: int) -> list[int]:
-        base, extra = divmod(total, g)
-        return [base + (i < extra) for i in range(g)]
-    out = []
-    for pt, ds in zip(cut(int(prefill_tokens)), cut(int(decodes))):
-        if pt or ds:
-            out.append((pt, attention * pt / prefill_tokens if pt else 0.0, ds,
-                        context * ds / decodes if ds else 0))
-    return out
-
-
 def steady_period(stage_seconds: list[list[float]], hops: list[float], rounds: int = 240) -> float:
     """Period of the in-order pipeline schedule by plain stepping: every stage serves the
     micro-batches in a fixed order; a micro-batch enters stage i once stage i−1 finished it and
@@ -173,10 +160,11 @@ def steady_period(stage_seconds: list[list[float]], hops: list[float], rounds: i
     return (last[-1] - last[half - 1]) / (rounds - half)
 
 
-def round_price(timer: IterationTimeModel, comm, g: int, args: tuple) -> float:
-    """A fused round's seconds recomputed from the roofline's stage prices and send/recv."""
+def round_price(timer: IterationTimeModel, comm, g: int, batches: tuple) -> float:
+    """A fused round's seconds recomputed from its micro-batches (prefill tokens, attention
+    work, decodes, context), the roofline's stage prices and send/recv."""
     layers = [timer.model.num_layers // g] * g
-    batches = balanced(*args, g)
+    batches = [b for b in batches if b[0] or b[2]]
     if not batches:
         return 0.0
     stages = [[timer.stage_time(n, i == g - 1, *b) for i, n in enumerate(layers)] for b in batches]
@@ -208,23 +196,31 @@ class Probe:
 
 @dataclass
 class PriceLog:
-    """Wraps the fused leader's pipelined price: every call's time, arguments and seconds."""
+    """Wraps the fused leader's round price (its micro-batch queues' ``batch_time``): every
+    round's time, totals (prefill tokens, attention work, decodes, context) and seconds in
+    ``calls``, and its micro-batches, one per queue, in ``batches``."""
 
     env: Any
     calls: list[tuple[float, tuple, float]] = field(default_factory=list)
+    batches: list[tuple] = field(default_factory=list)
     #: the leader's (max_num_seqs, max_num_batched_tokens) seen by the priced rounds
     limits: set[tuple[int, int]] = field(default_factory=set)
 
     def wrap(self, factory):
         def make(leader, group_size):
-            price = factory(leader, group_size)
+            queues = factory(leader, group_size)
+            price = queues.batch_time
 
-            def logged(*args):
-                seconds = price(*args)
-                self.calls.append((self.env.now, args, float(seconds)))
+            def logged(step, chunks, decodes):
+                seconds = price(step, chunks, decodes)
+                batches = tuple(queues.last)
+                totals = tuple(sum(b[i] for b in batches) for i in range(4))
+                self.calls.append((self.env.now, totals, float(seconds)))
+                self.batches.append(batches)
                 self.limits.add((leader.max_num_seqs, leader.max_batched_tokens))
                 return seconds
-            return logged
+            queues.batch_time = logged
+            return queues
         return make
 
 
@@ -316,9 +312,11 @@ def check_run(result: Result, log: PriceLog) -> list[dict]:
             add("conversion steps ≤ 8 requests", max((int(_detail(x)["requests"]) for x in conv.detail), default=0),
                 EXCHANGE_BATCH, all(int(_detail(x)["requests"]) <= EXCHANGE_BATCH for x in conv.detail))
     if log.calls:
-        errors = [abs(sec - round_price(timer, comm, G, args)) / max(sec, 1e-12) for _, args, sec in log.calls]
+        errors = [abs(sec - round_price(timer, comm, G, batches)) / max(sec, 1e-12)
+                  for (_, _, sec), batches in zip(log.calls, log.batches)]
         add("pipelined rounds, worst rel. error", max(errors), 0.0, max(errors) <= 1e-9,
-            f"{len(log.calls)} rounds recomputed (balanced split, stages, hops, stepped period)")
+            f"{len(log.calls)} rounds recomputed (per-queue micro-batches, stages, hops, "
+            "stepped period)")
         gaps = [(t1 - t0, sec) for (t0, _, sec), (t1, _, _) in zip(log.calls, log.calls[1:])]
         exact = sum(abs(gap - sec) <= 1e-9 for gap, sec in gaps)
         short = sum(gap < sec - 1e-9 for gap, sec in gaps)

@@ -1,12 +1,16 @@
-"""Where a request goes, and how a fused group balances its micro-batch queues.
+"""Where a request goes.
 
 The released benchmark's client sends each request to the group (server) with the fewest
 outstanding requests, and inside a group to the micro-batch queue with the fewest unfinished
 requests (``reference/llumnix_kunserve.md`` B.2, "Dispatch in the benchmark"; issue 10 item 2).
-A fused group keeps its micro-batch queues even by the code's approximation of the "lookahead
-batch formulation" (B.1): new prefills are placed longest first on the queue with the fewest
-pending prefill tokens, and decodes are rebalanced by moving (max − min)/2 requests. Ties go to
-the smaller id or index so runs are deterministic.
+The first step is the policy's (:func:`pick_group`). The second is the fused group's own: its
+leader puts each request it runs on the queue with the fewest unfinished requests and
+rebalances decodes by moving (max − min)/2 requests
+(:mod:`chironsim.sim.mechanisms.microbatch`, ``pick_queue`` and ``rebalance_decodes``).
+:func:`place_prefills` is the released code's approximation of the "lookahead batch
+formulation" (B.1), new prefills placed longest first on the queue with the fewest pending
+prefill tokens; the mechanism chunks each round's prefill across the queues instead, and this
+function is kept for reference. Ties go to the smaller id or index so runs are deterministic.
 """
 
 from __future__ import annotations
@@ -22,13 +26,6 @@ def pick_group(outstanding: Mapping[int, int]) -> int | None:
     return min(outstanding, key=lambda g: (outstanding[g], g))
 
 
-def pick_queue(unfinished: Sequence[int]) -> int:
-    """The micro-batch queue with the fewest unfinished requests (ties: lower index)."""
-    if not unfinished:
-        raise ValueError("a group has at least one micro-batch queue")
-    return min(range(len(unfinished)), key=lambda i: (unfinished[i], i))
-
-
 def place_prefills(prompts: Mapping[int, int], pending_tokens: Sequence[int]) -> dict[int, int]:
     """Queue index per request id: longest prompt first (ties: smaller id), each onto the queue
     with the fewest pending prefill tokens so far (ties: lower index), counting the ones placed."""
@@ -42,14 +39,3 @@ def place_prefills(prompts: Mapping[int, int], pending_tokens: Sequence[int]) ->
         placed[request] = queue
         heapq.heappush(heap, (load + tokens, queue))
     return placed
-
-
-def rebalance_decodes(decodes: Sequence[int]) -> tuple[int, int, int] | None:
-    """(from queue, to queue, requests) moving ⌊(max − min)/2⌋ decodes from the fullest queue to
-    the emptiest (ties: lower index); None when that is 0."""
-    if not decodes:
-        return None
-    most = max(range(len(decodes)), key=lambda i: (decodes[i], -i))
-    least = min(range(len(decodes)), key=lambda i: (decodes[i], i))
-    moved = (decodes[most] - decodes[least]) // 2
-    return (most, least, moved) if moved > 0 else None

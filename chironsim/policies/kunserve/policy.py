@@ -17,11 +17,9 @@ Three pieces share one :class:`Groups` record:
   (:func:`.dispatch.pick_group`; a fused group is its leader, the only member that takes
   requests), and inside an unfused group to its member with the fewest outstanding.
 
-Simplification: the mechanism does not expose micro-batch queues. A fused leader cuts each
-round's batch into g balanced micro-batches (prefill tokens split evenly, decodes ⌈d/g⌉/⌊d/g⌋,
-:mod:`chironsim.sim.mechanisms.fusion`), which is where placing each request on the queue with
-the fewest unfinished requests and moving (max − min)/2 decodes converge; so the router's
-second step (:func:`.dispatch.pick_queue`) has nothing to choose and is not called.
+The router's second step, a fused group's micro-batch queue with the fewest unfinished
+requests, is the mechanism's: the leader keeps the g queues and assigns each request it runs
+(:mod:`chironsim.sim.mechanisms.microbatch`), as it alone sees them.
 
 Groups are static by default (the released code's ``--group-size``): consecutive instances of a
 pool, in creation order, ``group_size`` each. With ``drop_plan: greedy`` (a reconstruction,

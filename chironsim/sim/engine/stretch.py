@@ -70,6 +70,9 @@ class StretchPlanner:
         #: differently although nothing finishes and nothing wakes the instance (prefill_first:
         #: a waiting request it could admit now): that batch is one iteration, not a stretch.
         self.one_iteration = False
+        #: When set, prices a single iteration from its requests rather than its totals:
+        #: ``batch_time(step, chunks, decodes)`` (a fused group's micro-batch queues).
+        self.batch_time: Callable | None = None
 
     def plan(self, step: int, clock: float, chunks: list[tuple[Request, int]],
              resumed: list[Request], transfer_seconds: float, growth: int) -> Stretch | None:
@@ -101,7 +104,10 @@ class StretchPlanner:
         if k == 1:
             prefill_tokens = sum(n for _, n in chunks)
             attention = sum(n * (r.prefilled + n / 2) for r, n in chunks)
-            duration = float(self.iteration_time(prefill_tokens, attention, decodes, ctx))
+            if self.batch_time is not None:
+                duration = float(self.batch_time(step, chunks, decodes_set))
+            else:
+                duration = float(self.iteration_time(prefill_tokens, attention, decodes, ctx))
             duration += transfer_seconds
             durations = np.array([duration])
             ends = np.array([clock + duration])  # what the cumsum below gives for one

@@ -13,23 +13,26 @@ it keeps its SimPy loop, local scheduler and allocator, and
   allocator, so conservation is the allocator's own invariant (every block owned by one
   request, one reservation or the free list, on exactly one instance) — the followers hold
   none while fused, and get their original capacity back, empty, at the split;
-- its iteration time is swapped for the pipelined price (:func:`pipelined_iteration_time`):
+- its rounds are priced per micro-batch queue (:mod:`chironsim.sim.mechanisms.microbatch`):
   one engine iteration of the leader is one steady-state *round* of the g-stage pipeline, in
-  which each of g micro-batches advances one iteration. The batch the scheduler chose is split
-  into g balanced micro-batches (prefill tokens cut evenly, i.e. long prompts chunked across
-  micro-batches; decodes split ⌈d/g⌉/⌊d/g⌋ with their context in proportion, which is where
-  moving (max − min)/2 decodes leads); a round takes ``perf.pipeline.cycle_time`` (stage times
-  + one activation hop per boundary, bubbles included when micro-batches are unequal), or
-  exactly ``micro_batch_time`` (Σ stage times + (g−1) hops) when only one micro-batch has
-  work. Tokens of a round are stamped at its end — for the micro-batches that leave the last
-  stage earlier, at most one round late (a stated approximation of the staggered schedule);
+  which each of g micro-batches advances one iteration. The leader keeps g micro-batch queues:
+  a request joins the one with the fewest unfinished requests the first round it is in
+  (admission, or adoption), decodes are rebalanced before each round by moving
+  ⌊(max − min)/2⌋ of them from the fullest queue to the emptiest, and the round's prefill
+  chunks (the scheduler's, under the group's token budget) are shared so the queues' token
+  counts balance, a long prompt's chunk spilling from its own queue into the others. Each
+  queue's micro-batch carries its own decodes with their own context; a round takes
+  ``perf.pipeline.cycle_time`` of them (stage times + one activation hop per boundary,
+  bubbles included when they are unequal), or exactly ``micro_batch_time`` (Σ stage times +
+  (g−1) hops) when only one queue has work. The leader's planner calls the queues' price
+  with the round's requests (``Instance.swap_iteration_time``'s ``batch_time``);
 - its batch limits are resized (:meth:`Instance.resize_limits`) to the group's: the sum of
   the members' ``max_num_seqs`` and of their ``max_num_batched_tokens``, i.e. g x one
   engine's (:func:`group_limits`). The released code keeps one scheduler per member, each
   with its own limits, so a pair runs up to 2 x 256 sequences. The token budget scales with
   g too: each of a round's g micro-batches is one member's iteration, bounded by that
-  member's budget B, so a round carries up to g·B tokens, and the even cut above gives each
-  micro-batch about total/g of them, B at most. This leaves the group's prefill throughput
+  member's budget B, so a round carries up to g·B tokens, and the queues' balanced token
+  counts give each micro-batch about total/g of them, B at most. This leaves the group's prefill throughput
   about where it was (a stage runs a round's tokens through L/g layers, so a round of g·B
   tokens takes about an unfused B-token iteration, and one of B tokens about a B/g-token
   one; prefill cost is nearly linear in tokens); what it sets is the granularity: a
@@ -41,28 +44,14 @@ it keeps its SimPy loop, local scheduler and allocator, and
 - fast-forward is off on the leader while fused (correctness over speed: every round is
   stepped), so fast-forward on and off give identical tables with groups running.
 
-**Why no explicit micro-batch queues.** KunServe keeps g queues: a request joins the one with
-the fewest unfinished requests, decodes are rebalanced by moving (max − min)/2 requests, and
-long prompts are chunked so micro-batches balance. Each of these rules aims at the balanced cut
-above, and a round is priced from nothing but its micro-batches' sizes, so the cut is where
-they converge; three differences remain, each small next to the TTFT the experiment measures:
-
-- *Decode context.* Moving (max − min)/2 requests balances their count, not their context; in
-  explicit queues each micro-batch carries its own requests' context, and the longer one sets
-  a bubble. Priced again that way, round by round, in the KunServe experiment's fused runs
-  (``experiments/kunserve/microbatch.py``), the fused time grows by 0.1–2.4 % (one round: up
-  to 1.33x); the knee scan rerun with rounds so priced moves the largest gains no more than
-  making every round 0.1 % longer does (conv / Llama-2-7B / A10: 12.7x -> 11.4x, against
-  10.7x; REPORT, "Explicit micro-batch queues"). The cut is thus slightly optimistic for
-  KunServe, within the knee's own sensitivity to timing.
-- *Prefill chunks.* The even cut is the paper's chunking at its best: a chunk granularity
-  would add at most one chunk's imbalance to a round.
-- *Granularity.* Queues admit and emit at each micro-batch boundary, the leader once per round:
-  a request starts, and a token is stamped, up to one round late (median rounds of 56–78 ms,
-  0.74 s where rounds are full of prefill), against tail TTFTs of seconds under overload.
-
-Queues would add per-queue state to every scheduler step for these few percent, so the group
-keeps one scheduler and the balanced cut.
+**What the queues approximate.** One scheduler still decides the round for the whole group
+(admission by priority then FCFS, chunking under the token budget, preemption, KV), and the
+queues decide only how the round is cut; KunServe schedules each queue on its own. And tokens
+are stamped at the round's end for every micro-batch: a micro-batch that leaves the last stage
+earlier in the round has its tokens (a first token, a finish) stamped up to one round late
+(median fused rounds of tens of ms; REPORT, "Explicit micro-batch queues"). Stamping each
+micro-batch at its own exit would need the leader's loop to commit a round in g parts (the
+decode set advances every member at one step), which it does not.
 
 **Limits and a policy that changes them** (Chiron's local autoscaler, ``SetMaxNumSeqs``).
 While fused, the leader's limits *are* the group's, and that is what views show: a change to
@@ -159,8 +148,11 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 def pipelined_iteration_time(timer: IterationTimeModel, comm: "CommModel", group_size: int,
                              same_node: bool = True) -> Callable:
-    """The iteration-time function of a fused group's leader: one pipeline round of the batch
-    cut into ``group_size`` balanced micro-batches (see the module docstring). Scalars only."""
+    """One pipeline round of a batch known only by its totals, cut into ``group_size``
+    balanced micro-batches: prefill tokens and decodes split evenly (larger parts first), the
+    attention work and decode context in proportion. A fused leader prices its rounds from its
+    micro-batch queues instead (:mod:`.microbatch`); this is their price of a stretch (none is
+    planned while fused) and the even cut to compare them with. Scalars only."""
     layers = stage_layers(timer.model.num_layers, group_size)
     hidden = timer.model.hidden_size
 
@@ -264,7 +256,7 @@ class FusionCoordinator:
         self.settings = settings
         self.groups: dict[str, FusedGroup] = {}  # by leader id
         self._member_of: dict[str, FusedGroup] = {}
-        self._saved: dict[str, tuple[Callable, bool]] = {}  # leader id -> (iteration time, ff)
+        self._saved: dict[str, tuple] = {}  # leader id -> swap_iteration_time's arguments
 
     # --- queries ---------------------------------------------------------------------------
     def holds(self, inst: "Instance") -> bool:
@@ -385,8 +377,9 @@ class FusionCoordinator:
                 m.give_paused(req, leader)
                 stale.append(req)
             m.resize_kv(0)
+        price = self._pipelined_time(leader, g)
         self._saved[leader.instance_id] = leader.swap_iteration_time(
-            self._pipelined_time(leader, g), fast_forward=False)
+            price, fast_forward=False, batch_time=getattr(price, "batch_time", None))
         fused_limits = group_limits(group.members)
         group.limits = (leader.resize_limits(*fused_limits), fused_limits)
         held, group.held = group.held, []
@@ -497,8 +490,7 @@ class FusionCoordinator:
                 leader.pause(req)
                 moving.append((req, member))
         leader.settle_growth()
-        fn, ff = self._saved.pop(leader.instance_id)
-        leader.swap_iteration_time(fn, fast_forward=ff)
+        leader.swap_iteration_time(*self._saved.pop(leader.instance_id))
         leader.resize_limits(*limits_after_split(group))
         for m in group.members[1:]:  # followers first: the leader's blocks move there
             m.resize_kv(*group.capacity[m.instance_id])
