@@ -5,15 +5,13 @@
     .venv/bin/python experiments/kunserve/run.py --stage knee      # finer loads at the knees (~2 min)
     .venv/bin/python experiments/kunserve/run.py --stage ablation  # KunServe's options (~20 s)
     .venv/bin/python experiments/kunserve/run.py --stage leader    # a fused leader's batch limits (~10 s)
-    .venv/bin/python experiments/kunserve/run.py --stage microbatch  # explicit micro-batch queues (~1.5 min)
     .venv/bin/python experiments/kunserve/run.py --stage figures   # figures from the CSVs
     .venv/bin/python experiments/kunserve/run.py                   # every stage above
     .venv/bin/python experiments/kunserve/tables.py                # print the REPORT tables
 
 Outputs: small CSVs beside this file (``k1.csv``, ``k1_checks.csv``, ``k1_overhead.csv``,
 ``k1_timeline.csv``, ``k1_requests.csv``, ``k1_events.csv``, ``k2.csv``, ``k2_hardware.csv``,
-``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``, ``k2_leader.csv``,
-``k2_microbatch.csv``, ``k2_microbatch_knee.csv``) and PNGs in
+``k2_workloads.csv``, ``k2_knee.csv``, ``k2_ablation.csv``, ``k2_leader.csv``) and PNGs in
 ``figures/``; K1's raw tables of seed 1 go to ``results/`` (git-ignored). Why each choice was made:
 REPORT.md. Runs go one at a time in this process (``--workers N`` runs K2 in a pool of N).
 """
@@ -35,7 +33,6 @@ sys.path.insert(0, str(HERE))
 import k1  # noqa: E402
 import k2  # noqa: E402
 import kunserve_setups as scenarios  # noqa: E402
-import microbatch  # noqa: E402
 
 WORKERS = 1
 
@@ -228,8 +225,13 @@ LEADER_POINTS = (("conv", "7b-a10", 1.0), ("code", "8b-a10", 4.0), ("burst", "8b
 def stage_leader() -> pd.DataFrame:
     """Per point (seed 1): the most requests a fused leader ran at once and the share of its
     rounds that used the whole token budget, against the group's limits (as the leader held
-    them while its rounds were priced) and one engine's."""
+    them while its rounds were priced) and one engine's; and the fused rounds' time with the
+    micro-batch queues against the same rounds cut evenly (``pipelined_iteration_time``)."""
+    from chironsim.catalog import get_gpu, get_model
+    from chironsim.perf.efficiency import comm_for_gpu
+    from chironsim.perf.roofline import IterationTimeModel
     from chironsim.sim.config import EngineConfig
+    from chironsim.sim.mechanisms.fusion import pipelined_iteration_time, same_node
 
     engine = EngineConfig()
     rows = []
@@ -241,6 +243,13 @@ def stage_leader() -> pd.DataFrame:
         alone = frame[frame.group == ""]
         tokens = [args[0] + args[2] for _, args, _ in log.calls]
         seqs, budget = max(log.limits) if log.limits else (0, 0)
+        # the same rounds priced as one batch cut evenly (the price before the queues existed)
+        hw = scenarios.HARDWARE[hardware]
+        gpu = get_gpu(hw.gpu)
+        even = pipelined_iteration_time(IterationTimeModel(get_model(hw.model), gpu, hw.tp),
+                                        comm_for_gpu(gpu), k1.G, same_node(gpu.gpus_per_node, hw.tp, k1.G))
+        even_s = sum(float(even(*args)) for _, args, _ in log.calls)
+        queues_s = sum(x for _, _, x in log.calls)
         rows.append({"workload": workload, "hardware": hardware, "load": load,
                      "engine_max_num_seqs": engine.max_num_seqs,
                      "engine_max_num_batched_tokens": engine.max_num_batched_tokens,
@@ -250,74 +259,11 @@ def stage_leader() -> pd.DataFrame:
                      "fused_rounds": len(tokens),
                      "rounds_at_token_budget": sum(t >= budget - 64 for t in tokens) / max(1, len(tokens)),
                      "rounds_with_prefill": sum(a[0] > 0 for _, a, _ in log.calls) / max(1, len(tokens)),
-                     "round_s_median": float(pd.Series([x for _, _, x in log.calls]).median()) if tokens else 0.0})
+                     "round_s_median": float(pd.Series([x for _, _, x in log.calls]).median()) if tokens else 0.0,
+                     "queues_over_even_cut": queues_s / even_s if even_s else 1.0})
     table = pd.DataFrame(rows)
     table.to_csv(HERE / "k2_leader.csv", index=False, float_format="%.6g")
     print(table.to_string())
-    return table
-
-
-def stage_microbatch() -> pd.DataFrame:
-    """Per leader point (seed 1): what explicit micro-batch queues (count-balanced decodes, each
-    queue with its own requests' context) would add to the fused rounds the simulator priced
-    with its balanced cut (``microbatch.py``)."""
-    rows = []
-    for workload, hardware, load in LEADER_POINTS:
-        cfg = scenarios.k2_scenario(workload, hardware, "kunserve", load, 1)
-        logs = []
-
-        def tamper(sim):
-            logs.append(microbatch.QueueLog(sim.cluster.pools))
-            sim.cluster.fusion._pipelined_time = logs[0].wrap(sim.cluster.fusion._pipelined_time)
-        k1.simulate(cfg, probe=False, log_prices=False, tamper=tamper)
-        rows.append({"workload": workload, "hardware": hardware, "load": load, **logs[0].summary()})
-    table = pd.DataFrame(rows)
-    table.to_csv(HERE / "k2_microbatch.csv", index=False, float_format="%.6g")
-    print(table.to_string())
-    stage_microbatch_knee()
-    return table
-
-
-def simulated_metrics(cfg: dict, tamper=None) -> dict:
-    """``k2.metrics`` of a run through ``k1.simulate`` (which lets ``tamper`` alter it)."""
-    result, _, _ = k1.simulate(cfg, probe=False, log_prices=False, tamper=tamper)
-    result.manifest["config"] = cfg  # k2.metrics reads the instance count there
-    return k2.metrics(result)
-
-
-#: Knee reruns of KunServe: rounds priced with explicit queues, and a control with every
-#: round 0.1 % longer (how much any small change in timing moves the knee).
-KNEE_VARIANTS = ("explicit queues", "rounds x1.001")
-
-
-def stage_microbatch_knee() -> pd.DataFrame:
-    """KunServe at every knee point, rerun per KNEE_VARIANTS (``k2_microbatch_knee.csv``); the
-    table holds them against the knee scan's KunServe and baselines (``k2_knee.csv``)."""
-    jobs = [(t, c) for t, c in k2.knee_jobs() if t["policy"] == "kunserve"]
-    rows = []
-    for variant in KNEE_VARIANTS:
-        for tags, cfg in jobs:
-            logs = []
-
-            def tamper(sim):
-                factory = sim.cluster.fusion._pipelined_time
-                if variant == "explicit queues":
-                    logs.append(microbatch.QueueLog(sim.cluster.pools, explicit=True))
-                    sim.cluster.fusion._pipelined_time = logs[0].wrap(factory)
-                    return
-
-                def make(leader, g):
-                    price = factory(leader, g)
-                    return lambda *args: price(*args) * 1.001
-                sim.cluster.fusion._pipelined_time = make
-            row = {**tags, "variant": variant, **simulated_metrics(cfg, tamper)}
-            if logs:
-                summary = logs[0].summary()
-                row["time_ratio"] = summary.get("time_ratio", 1.0)
-                row["skipped_rounds"] = summary["skipped"]
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    table.to_csv(HERE / "k2_microbatch_knee.csv", index=False, float_format="%.6g")
     return table
 
 
@@ -410,7 +356,7 @@ def stage_figures() -> pd.DataFrame:
 
 STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2, "knee": stage_knee,
                                                   "ablation": stage_ablation, "leader": stage_leader,
-                                                  "microbatch": stage_microbatch, "figures": stage_figures}
+                                                  "figures": stage_figures}
 
 
 def main(argv: list[str] | None = None) -> None:

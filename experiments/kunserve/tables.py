@@ -335,66 +335,18 @@ def table_leader() -> str:
              "fused rounds": r.fused_rounds,
              "rounds with prefill": f"{r.rounds_with_prefill:.0%}",
              "rounds at the group's budget": f"{r.rounds_at_token_budget:.0%}",
-             "median round ms": _f(r.round_s_median * 1e3, 1)} for r in data.itertuples()]
+             "median round ms": _f(r.round_s_median * 1e3, 1),
+             "fused time: queues ÷ even cut": f"{r.queues_over_even_cut:.3f}"} for r in data.itertuples()]
     return "KunServe, seed 1\n\n" + _markdown(pd.DataFrame(rows))
-
-
-def table_microbatch() -> str:
-    data = pd.read_csv(HERE / "k2_microbatch.csv")
-    rows = [{"point": f"{r.workload}, {r.hardware}, {scenarios.fmt_load(r.workload, r.load)}",
-             "fused rounds": r.rounds, "decodes per round (median)": int(r.decodes_median),
-             "fused time: explicit ÷ balanced": f"{r.time_ratio:.3f}",
-             "per round P50 / P95 / max": f"{r.round_ratio_p50:.3f} / {r.round_ratio_p95:.3f} / "
-                                          f"{r.round_ratio_max:.3f}",
-             "balanced cut recomputed, worst rel. error": f"{r.recompute_rel_error_max:.1g}"}
-            for r in data.itertuples()]
-    return ("KunServe, seed 1: each fused round priced again with the decodes in explicit "
-            "count-balanced queues\n\n" + _markdown(pd.DataFrame(rows)))
-
-
-def table_microbatch_knee() -> str:
-    knee = pd.read_csv(HERE / "k2_knee.csv")
-    reruns = pd.read_csv(HERE / "k2_microbatch_knee.csv")
-    variants = list(reruns.variant.drop_duplicates())
-    rows = []
-    for (wl, hw), part in knee.groupby(["workload", "hardware"], sort=False):
-        best, run = [], {v: [] for v in ["as run", *variants]}
-        for load, g in part.groupby("load"):
-            means = g.groupby("policy").mean(numeric_only=True)
-            best.append(means.loc[BASELINES, "ttft_p99"].min())
-            run["as run"].append(means.loc["kunserve", "ttft_p99"])
-            for v in variants:
-                r = reruns[(reruns.workload == wl) & (reruns.hardware == hw) & (reruns.load == load)
-                           & (reruns.variant == v)]
-                run[v].append(r.ttft_p99.mean())
-        best = pd.Series(best)
-        run = {v: pd.Series(x) for v, x in run.items()}
-        row = {"point": f"{wl}, {hw}", "loads": len(best)}
-        for v in run:
-            row[f"largest best ÷ KunServe P99 TTFT: {v}"] = _f((best / run[v]).max())
-        for v in variants:
-            change = run[v] / run["as run"]
-            row[f"KunServe P99 TTFT {v} ÷ as run: median [min–max]"] = (
-                f"{change.median():.3f} [{change.min():.3f}–{change.max():.3f}]")
-        if "time_ratio" in reruns:
-            q = reruns[(reruns.workload == wl) & (reruns.hardware == hw) & reruns.time_ratio.notna()]
-            row["fused time, explicit ÷ balanced (runs)"] = (
-                f"{q.time_ratio.min():.3f}–{q.time_ratio.max():.3f}" if len(q) else "–")
-        rows.append(row)
-    return ("Knee scan, KunServe rerun with its rounds priced as explicit queues, and with every "
-            "round 0.1 % longer (a control), against the same baselines\n\n"
-            + _markdown(pd.DataFrame(rows)))
 
 
 TABLES = {"k1_checks": table_k1_checks, "k1_runs": table_k1_runs, "k1_overhead": table_k1_overhead,
           "hardware": table_hardware, "workloads": table_workloads, "verdict": table_verdict,
           "ratios": table_ratios, "knee": table_knee, "ablation": table_ablation, "leader": table_leader,
-          "microbatch": table_microbatch, "microbatch_knee": table_microbatch_knee,
           "k2_ttft": table_k2_ttft, "k2_full": table_k2_full}
 NEEDS = {"k1_checks": "k1_checks.csv", "k1_runs": "k1.csv", "k1_overhead": "k1_overhead.csv",
          "hardware": "k2_hardware.csv", "workloads": "k2_workloads.csv", "verdict": "k2.csv",
          "ratios": "k2.csv", "knee": "k2_knee.csv", "ablation": "k2_ablation.csv", "leader": "k2_leader.csv",
-         "microbatch": "k2_microbatch.csv", "microbatch_knee": "k2_microbatch_knee.csv",
          "k2_ttft": "k2.csv", "k2_full": "k2.csv"}
 
 
