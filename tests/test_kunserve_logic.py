@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from chironsim.policies.kunserve.config import KunServePolicyConfig
-from chironsim.policies.kunserve.dispatch import pick_group, place_prefills
+from chironsim.policies.kunserve.dispatch import pick_group
 from chironsim.policies.kunserve.plan import greedy_drop_plan, static_groups
 from chironsim.policies.kunserve.sample import UsageSample
 from chironsim.policies.kunserve.triggers import (DropGroup, RestoreGroup, drop_decisions, group_triggers,
@@ -155,10 +155,6 @@ def test_dispatch_to_the_least_outstanding_group_then_the_emptiest_queue():
     assert pick_queue([4, 1, 1]) == 1
     with pytest.raises(ValueError):
         pick_queue([])
-
-
-def test_prefills_go_longest_first_to_the_queue_with_least_pending():
-    assert place_prefills({10: 100, 11: 4000, 12: 3000, 13: 900}, [0, 500]) == {11: 0, 12: 1, 13: 1, 10: 0}
 
 
 @settings(max_examples=100, deadline=None)
