@@ -135,7 +135,14 @@ def _records_table(records: Iterable[object], schema: Schema, table: str) -> pd.
 
 
 def requests_table(records: Iterable[RequestRecord]) -> pd.DataFrame:
-    """One row per request, columns in :class:`RequestRecord` field order."""
+    """One row per request, columns in :class:`RequestRecord` field order.
+
+    ``records`` may be a :class:`~chironsim.metrics.columns.RequestColumns` (what the
+    simulator keeps), whose table is built from its columns directly."""
+    from chironsim.metrics.columns import RequestColumns
+
+    if isinstance(records, RequestColumns):
+        return records.table() if len(records) else empty_table(REQUESTS_SCHEMA, "requests")
     return _records_table(records, REQUESTS_SCHEMA, "requests")
 
 

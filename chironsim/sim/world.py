@@ -15,6 +15,7 @@ import simpy
 from chironsim.errors import RunLimitError
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.metrics.histogram import ItlRecorder
+from chironsim.metrics.columns import RequestColumns
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
 from chironsim.contract.protocols import Autoscaler, Router
@@ -53,7 +54,8 @@ class Simulation:
         self.drain_s = drain_s
         self.sample_interval_s = sample_interval_s
         self.progress = progress
-        self.request_records: list[RequestRecord] = []
+        #: One record per request, kept as columns (RequestColumns: iterates as records).
+        self.request_records = RequestColumns()
         self.event_log = EventLog(lambda: self.env.now)
         self.events = self.event_log.rows
         self.timeseries: list[dict] = []
@@ -228,5 +230,5 @@ class Simulation:
             req_status = UNFINISHED
             self.request_records.append(self._record(req, req_status))
             self.terminal += 1
-        self.request_records.sort(key=lambda r: r.request_id)
+        self.request_records.sort_by_id()
         return end
