@@ -67,3 +67,18 @@ def test_empty_and_already_sorted():
     columns.sort_by_id()
     assert list(columns) == records
     pd.testing.assert_frame_equal(requests_table(columns), requests_table(records))
+
+
+def test_release_empties_the_store_and_gives_the_same_table():
+    records = _records(200, seed=5)
+    columns = RequestColumns()
+    for rec in reversed(records):
+        columns.append(rec)
+    columns.sort_by_id()
+    kept = requests_table(columns)
+    released = columns.table(release=True)
+    pd.testing.assert_frame_equal(released, kept)
+    pd.testing.assert_frame_equal(released, requests_table(records))
+    assert len(columns) == 0 and list(columns) == []
+    columns.append(records[3])  # still usable afterwards
+    assert list(columns) == [records[3]]

@@ -40,7 +40,7 @@ class Result:
     @classmethod
     def from_records(
         cls,
-        requests: Iterable[RequestRecord],
+        requests: Iterable[RequestRecord] | pd.DataFrame,
         instances: Iterable[InstanceRecord],
         timeseries: Iterable[Mapping[str, object]],
         events: Iterable[Mapping[str, object]],
@@ -55,8 +55,9 @@ class Result:
 
         ``itl`` are the run's inter-token-gap histograms per class: the summary's ``itl_*``
         columns come from them, and the manifest keeps them (``itl_histograms``, see
-        :meth:`LogHistogram.to_dict`) so that runs can be merged later."""
-        req = requests_table(requests)
+        :meth:`LogHistogram.to_dict`) so that runs can be merged later. ``requests`` may be
+        the requests table already built (the runner builds it while releasing the records)."""
+        req = requests if isinstance(requests, pd.DataFrame) else requests_table(requests)
         inst = instances_table(instances)
         manifest = dict(manifest or {})
         if itl is not None:

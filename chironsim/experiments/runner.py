@@ -113,8 +113,11 @@ def run(
         "precision": {name: {"dtype": spec.precision.weights, "kv_cache_dtype": spec.precision.kv_cache}
                       for name, spec in sim.cluster.pools.items()},
     }
+    # the records are released as their table is built: a long run's end then holds one of
+    # them at a time, not both (docs/performance.md, "Memory per request")
     return Result.from_records(
-        sim.request_records, sim.cluster.instance_records, sim.timeseries, sim.events,
+        sim.request_records.table(release=True), sim.cluster.instance_records, sim.timeseries,
+        sim.events,
         classes=config.classes, duration_s=max(end, 1e-9), price_per_gpu_hour=prices,
         manifest=manifest, itl=sim.itl_recorder.by_class,
     )

@@ -86,17 +86,31 @@ class RequestColumns:
             values = [math.nan if i in floats and v != v else v for i, v in enumerate(row)]
             yield RequestRecord(*values)
 
-    def table(self) -> pd.DataFrame:
-        """The requests table (columns in :class:`RequestRecord` order, schema dtypes)."""
-        from chironsim.metrics.tables import conform
+    def table(self, release: bool = False) -> pd.DataFrame:
+        """The requests table (columns in :class:`RequestRecord` order, schema dtypes).
 
+        ``release`` empties the store column by column as the table is built, so that a run's
+        end holds the buffers or their table but not both (the runner's way: the simulation
+        is done with them); without it the store stays as it was."""
+        from chironsim.metrics.tables import conform, empty_table
+
+        if not len(self):
+            return empty_table(self._schema, "requests")
         order = self._row_order()
         data = {}
-        for name, col in zip(self._names, self._columns):
+        for i, (name, col) in enumerate(zip(self._names, self._columns)):
             values = (np.frombuffer(col, dtype=col.typecode) if isinstance(col, array)
                       else np.array(col, dtype=object))
             # a copy either way: the frame must not share the arrays' buffers, which grow
             data[name] = values.copy() if order is None else values[order]
+            if release:
+                del values
+                self._columns[i] = array(col.typecode) if isinstance(col, array) else []
+                del col
+        if release:
+            self._appends = [col.append for col in self._columns]
+            self._order = None
+            self._interned.clear()
         # copy=False: the arrays above are fresh; conform makes the one consolidated copy
         return conform(pd.DataFrame(data, columns=self._names, copy=False), self._schema,
                        "requests")

@@ -142,7 +142,7 @@ def requests_table(records: Iterable[RequestRecord]) -> pd.DataFrame:
     from chironsim.metrics.columns import RequestColumns
 
     if isinstance(records, RequestColumns):
-        return records.table() if len(records) else empty_table(REQUESTS_SCHEMA, "requests")
+        return records.table()
     return _records_table(records, REQUESTS_SCHEMA, "requests")
 
 
