@@ -1,4 +1,4 @@
-"""Load an experiment's script as a module under a name of its own.
+"""Load a script (an experiment's, a benchmark's) as a module under a name of its own.
 
 Every experiment folder has its ``run.py`` and ``tables.py``; importing them by their plain
 names from several test files would hand each test whichever folder's module was imported
@@ -21,10 +21,14 @@ def load(folder: str, name: str) -> ModuleType:
     path = EXPERIMENTS / folder
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    key = f"{folder}_experiment_{name}"
+    return load_script(path / f"{name}.py", f"{folder}_experiment_{name}")
+
+
+def load_script(path: Path, key: str) -> ModuleType:
+    """The script at ``path`` as module ``key`` (loaded once per session)."""
     if key in sys.modules:
         return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, path / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(key, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[key] = module

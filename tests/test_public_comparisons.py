@@ -8,10 +8,8 @@ and the docs say why.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,18 +17,14 @@ import pytest
 from chironsim.catalog import get_gpu
 from chironsim.perf import Efficiency
 from chironsim.perf.reference import ReferenceCase, replay_seconds
+from experiment_modules import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "public_comparisons.py"
 
 
 @pytest.fixture(scope="module")
 def pc():
-    spec = importlib.util.spec_from_file_location("public_comparisons", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_script(SCRIPT, "public_comparisons")
 
 
 @pytest.fixture(scope="module")

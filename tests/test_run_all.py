@@ -7,14 +7,13 @@ comes back with the numbers the summary promises.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from chironsim.experiments.config import parse_config
+from experiment_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "run_all.py"
@@ -23,11 +22,7 @@ SHARED_TRACES = ROOT.parent / "shared" / "traces"
 
 @pytest.fixture(scope="module")
 def suite():
-    spec = importlib.util.spec_from_file_location("run_all", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "run_all")
 
 
 def test_every_case_is_a_valid_scenario(suite):
