@@ -293,17 +293,33 @@ class Cluster:
             self._retry_held()
         self._try_place(req, pools)
 
-    def _try_place(self, req: Request, pools: list[str]) -> None:
+    def _try_place(self, req: Request, pools: list[str], arriving: bool = True) -> None:
         """Place ``req`` on a ready instance of ``pools`` that the router picks, or hold it
-        in the first pool's queue (nothing ready, or the router declined)."""
+        in the first pool's queue (nothing ready, or the router declined).
+
+        A pool's ``max_queue`` refuses an *arriving* request where it would wait behind that
+        many (the picked instance's waiting queue, or the pool's own); a held request that is
+        retried was already taken, so a full instance sends it back to the pool's queue."""
         live = self._live
         candidates = [live[inst.instance_id] for p in pools for inst in self.instances[p]
                       if inst.state == READY]
         if candidates:
             chosen = self.router.route(self._request_view(req), candidates)
             if chosen is not None:
-                self._by_id[chosen].enqueue(req)
-                return
+                inst = self._by_id[chosen]
+                bound = self.pools[inst.pool].config.max_queue
+                if bound is None or len(inst.waiting) < bound:
+                    inst.enqueue(req)
+                    return
+                if arriving:
+                    self.request_done(req, "rejected", f"queue full: {bound} waiting at {chosen} "
+                                      f"(pool {inst.pool} max_queue)")
+                    return
+        bound = self.pools[pools[0]].config.max_queue
+        if arriving and bound is not None and len(self.queues[pools[0]]) >= bound:
+            self.request_done(req, "rejected", f"queue full: {bound} held at pool {pools[0]} "
+                              "(max_queue)")
+            return
         req.phase = rq.QUEUED
         self.queues[pools[0]].append(req)
         self.held += 1
@@ -319,7 +335,7 @@ class Cluster:
             for _ in range(len(queue)):
                 req = queue.popleft()
                 self.held -= 1
-                self._try_place(req, self.pools_for(req.request_class))
+                self._try_place(req, self.pools_for(req.request_class), arriving=False)
 
     # --- cluster-level (global) queues ----------------------------------------------------
     def _enqueue_global(self, req: Request, queue: GlobalQueue, pools: list[str]) -> None:

@@ -22,6 +22,7 @@ from chironsim.limits import (
     MAX_MEMORY_GIB,
     MAX_MIGRATION_STAGES,
     MAX_NUM_SEQS,
+    MAX_REQUESTS,
     MAX_STAGE_LATENCY_S,
     MAX_TOKENS,
     MIN_BANDWIDTH_GBPS,
@@ -38,6 +39,7 @@ Bandwidth = limited(float, MAX_BANDWIDTH_GBPS, "GB/s", gt=0, floor=MIN_BANDWIDTH
 StageCount = limited(int, MAX_MIGRATION_STAGES, "stages", ge=1)
 BlockCount = limited(int, MAX_TOKENS, "blocks", ge=0)
 StageLatency = limited(float, MAX_STAGE_LATENCY_S, "s", ge=0)
+QueueBound = limited(int, MAX_REQUESTS, "requests", ge=1)
 OverheadSeconds = limited(float, MAX_ENGINE_OVERHEAD_S, "s", ge=0)
 OverheadTermSeconds = limited(float, MAX_ENGINE_OVERHEAD_TERM_S, "s", ge=0)
 
@@ -194,6 +196,13 @@ class PoolConfig(ConfigModel):
     kv_cache_dtype: Literal["auto", "fp8"] | None = Field(
         None, description="KV cache elements: auto (BF16, the activation dtype) or fp8 (one "
         "byte, any GPU); default the cluster's")
+    max_queue: QueueBound | None = Field(
+        None, description="admission limit: an arriving request finds at most this many "
+        "requests waiting where it would wait (the instance the router picked, or the pool's "
+        "own queue while no instance takes it); otherwise it is rejected with reason "
+        "'queue full', as a load balancer with a bounded backlog does. Arrivals only: requests "
+        "moved by a policy or a mechanism are never refused, and a class's global queue "
+        "(Chiron's batch queue) is not bounded. None: unbounded")
     evict_lower_priority: bool = Field(
         False, description="when a higher-priority request cannot be admitted, evict running "
         "lower-priority ones: KV saved to host memory, request back to its queue (preemptible "
