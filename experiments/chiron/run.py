@@ -49,12 +49,12 @@ STATIC_TARGET = 0.99
 #: Engine of the static and reactive interactive pools: a latency-tuned vLLM deployment (64
 #: seats), which also makes the seat-utilisation metric of the reactive autoscaler meaningful.
 BASELINE_INTERACTIVE_ENGINE = {"max_num_seqs": 64, "max_num_batched_tokens": 2048}
-POLICIES = ("chiron", "chiron-bmin1", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-pure-itl",
-            "chiron-no-local", "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
-            "static", "reactive", "llumnix", "llumnix-tuned")
 #: Llumnix baselines (issue 9 item 10): the Chiron paper compares against Llumnix "tuned and
 #: untuned" without saying what was tuned (reference/chiron.md section 5).
 LLUMNIX_POLICIES = ("llumnix", "llumnix-tuned")
+POLICIES = ("chiron", "chiron-bmin1", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-pure-itl",
+            "chiron-no-local", "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
+            "static", "reactive", *LLUMNIX_POLICIES)
 #: The tuning grid of llumnix-tuned: what an operator of Llumnix's released code can set for
 #: this workload — its dispatch policy (freeness from the last poll, or round-robin: the code
 #: has both) and the pool's instance cap, as a share of the GPU budget. Its scaling thresholds
@@ -121,7 +121,7 @@ STUDIES = {
     "70b": Study("70b", {"0.5x": 0.5, "0.75x": 0.75, "1x": 1.0},
                  ("chiron", "chiron-bmin64", "chiron-bmin64-itlbp", "chiron-no-local",
                   "chiron-no-global", "chiron-no-global-no-local", "chiron-no-mixed",
-                  "chiron-cold250", "static", "reactive", "llumnix", "llumnix-tuned"),
+                  "chiron-cold250", "static", "reactive", *LLUMNIX_POLICIES),
                  "1x", (8, 4)),
 }
 
