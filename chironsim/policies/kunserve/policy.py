@@ -132,37 +132,43 @@ class Checker:
         self.groups = groups
 
     def on_tick(self, view: ClusterView) -> list[Action]:
-        cfg, groups = self.cfg, self.groups
+        groups = self.groups
         groups.observe_shape(view)
+        static = groups.static(view) if self.cfg.drop_plan == "static" else None
         actions: list[Action] = []
-        if cfg.drop_plan == "greedy":
-            for pool in view.pools.values():
-                actions.extend(self._greedy_drops(pool))
-        for pool, static in (groups.static(view) if cfg.drop_plan == "static"
-                             else {name: [] for name in view.pools}).items():
-            independent = {k: [usage_sample(r) for r in members]
-                           for k, members in enumerate(static) if _independent(members)}
-            for decision in drop_decisions(independent, cfg):
-                members = static[decision.group]
-                votes = sum(s.usage >= cfg.drop_usage and s.pending_blocks >= s.free_blocks
-                            for s in independent[decision.group])
-                actions.append(DropParameters(
-                    tuple(r.instance_id for r in members),
-                    reason=f"{votes} of {len(members)} members at usage >= {cfg.drop_usage:g} "
-                    "with queued demand >= free blocks" + (
-                        "" if votes else f" (trigger_scope {cfg.trigger_scope})"),
-                    stale_requests=STALE_MODE[cfg.stale_requests],
-                    exchange_batch_size=cfg.exchange_batch_size))
-            leaders = [r for r in view.pools[pool].load
-                       if r.group == r.instance_id and r.state == READY]
-            fused = {k: (usage_sample(r), groups.window(r.instance_id)) for k, r in enumerate(leaders)}
-            for decision in restore_decisions(fused, cfg):
-                leader = leaders[decision.group]
-                actions.append(RestoreParameters(
-                    leader.instance_id, reason=f"no queue, usage {fused[decision.group][0].usage:.3g} "
-                    f"<= {cfg.restore_usage:g} and falling", batch_size=cfg.restore_batch_size))
+        for name, pool in view.pools.items():
+            actions += self._greedy_drops(pool) if static is None else self._static_drops(static[name])
+            actions += self._restores(pool)
         return actions
 
+    def _static_drops(self, static: list[tuple[LoadReport, ...]]) -> list[Action]:
+        """The static groups (all members independent) whose members' votes drop them."""
+        cfg = self.cfg
+        independent = {k: [usage_sample(r) for r in members]
+                       for k, members in enumerate(static) if _independent(members)}
+        actions: list[Action] = []
+        for decision in drop_decisions(independent, cfg):
+            members = static[decision.group]
+            votes = sum(votes_to_drop(s, cfg.drop_usage) for s in independent[decision.group])
+            actions.append(DropParameters(
+                tuple(r.instance_id for r in members),
+                reason=f"{votes} of {len(members)} members at usage >= {cfg.drop_usage:g} "
+                "with queued demand >= free blocks" + (
+                    "" if votes else f" (trigger_scope {cfg.trigger_scope})"),
+                stale_requests=STALE_MODE[cfg.stale_requests],
+                exchange_batch_size=cfg.exchange_batch_size))
+        return actions
+
+    def _restores(self, pool: PoolView) -> list[Action]:
+        """The pool's fused groups whose leader votes to restore."""
+        cfg = self.cfg
+        leaders = [r for r in pool.load if r.group == r.instance_id and r.state == READY]
+        fused = {k: (usage_sample(r), self.groups.window(r.instance_id)) for k, r in enumerate(leaders)}
+        return [RestoreParameters(
+                    leaders[decision.group].instance_id,
+                    reason=f"no queue, usage {fused[decision.group][0].usage:.3g} "
+                    f"<= {cfg.restore_usage:g} and falling", batch_size=cfg.restore_batch_size)
+                for decision in restore_decisions(fused, cfg)]
 
     def _greedy_drops(self, pool: PoolView) -> list[Action]:
         """The greedy drop plan over the pool's independent instances: every voter (usage ≥
