@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
+from simpy.events import PENDING, Event, Timeout
 
 from chironsim.contract.states import DRAINING, FUSED, LOADING, PROVISIONING, READY, STOPPED
 from chironsim.contract.load import LoadReport
@@ -554,9 +555,21 @@ class Instance:
                 continue
             self._stretch = plan
             if plan.k > 1:
-                self._wake = env.event()
-                timer = env.timeout(max(0.0, float(plan.ends[plan.k - 1]) - env.now))
-                yield timer | self._wake
+                # Sleep until the stretch's end or a wake, whichever first: what ``timer |
+                # wake`` did, without building a Condition per stretch. As with the
+                # Condition, either event triggers ``done`` when processed and the loop
+                # resumes when ``done`` is processed (the same two hops, so the same order
+                # among events of the same instant); the later one finds it triggered.
+                done = Event(env)
+                wake = self._wake = Event(env)
+
+                def fire(_event, done=done):
+                    if done._value is PENDING:
+                        done.succeed()
+
+                Timeout(env, max(0.0, float(plan.ends[plan.k - 1]) - env.now)).callbacks.append(fire)
+                wake.callbacks.append(fire)
+                yield done
                 self._wake = None
                 if env.now < float(plan.ends[plan.k - 1]):
                     # Woken mid-stretch: finish the iteration in progress, then re-plan.
