@@ -576,7 +576,7 @@ class Instance:
                 self._wake = None
                 if env.now < float(plan.ends[plan.k - 1]):
                     # Woken mid-stretch: finish the iteration in progress, then re-plan.
-                    plan.k = min(plan.k, int(np.searchsorted(plan.ends, env.now, side="left")) + 1)
+                    plan.k = min(plan.k, int(plan.ends.searchsorted(env.now, "left")) + 1)
             end = float(plan.ends[plan.k - 1])
             if end > env.now:
                 yield env.timeout(end - env.now)

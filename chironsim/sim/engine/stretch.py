@@ -54,7 +54,7 @@ def add_in_order(total: float, values: np.ndarray) -> float:
         return total + float(values[0])
     if n == 0:
         return total
-    return float(np.cumsum(np.concatenate(([total], values)))[-1])
+    return float(np.concatenate(([total], values)).cumsum()[-1])  # methods: no dispatch wrapper
 
 
 class StretchPlanner:
@@ -92,10 +92,13 @@ class StretchPlanner:
         else:
             next_finish = decodes_set.next_finish_step()
             k = min(MAX_STRETCH, next_finish - step) if next_finish is not None else MAX_STRETCH
-        growth_cum = np.cumsum(decodes_set.growth_schedule(step, k))
-        if k > 1:
+        if k == 1:  # growth_schedule(step, 1)'s one figure, without four numpy calls
+            growth_cum = np.array([decodes_set.growth_at(step)])
+        else:
+            growth_cum = decodes_set.growth_schedule(step, k).cumsum()
             # Later iterations of the stretch may only use blocks that are free now.
-            k = max(1, int(np.searchsorted(growth_cum - growth, self.kv.free_blocks, side="right")))
+            # (growth_cum - growth <= free is growth_cum <= free + growth: integers, exact)
+            k = max(1, int(growth_cum.searchsorted(self.kv.free_blocks + growth, "right")))
             growth_cum = growth_cum[:k]
             extra = int(growth_cum[-1]) - growth
             if extra:
@@ -114,6 +117,6 @@ class StretchPlanner:
         else:
             contexts = ctx + decodes * np.arange(k)
             durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
-            ends = np.cumsum(np.concatenate(([clock], durations)))[1:]
+            ends = np.concatenate(([clock], durations)).cumsum()[1:]
         return Stretch(step, clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
                        not chunks and transfer_seconds == 0, decodes_set.class_counts())
