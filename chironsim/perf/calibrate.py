@@ -12,10 +12,10 @@ names one GPU for all files); each GPU is fitted on its own files only:
    floor each, fitted the same way.
 3. Communication (Vidur all_reduce.csv and send_recv.csv, every (GPU count, GPUs per node)
    they hold): a continuous, non-decreasing piecewise alpha-beta curve with knots at quarter
-   decades of message size (chironsim/perf/comm.py), fitted by linear programming to minimise
-   the absolute relative error with each size decade weighted equally; a trimmed refit
-   (dropping the worst 40 % of each decade, the minority mode of bimodal small-message
-   timings) is kept where it lowers the worst decade's median error.
+   decades of message size (chironsim/perf/comm.py), fitted by linear programming
+   (chironsim/perf/comm_fit.py); the report gives, beside each curve's error per size decade,
+   the floor: the lowest worst-decade median error any non-decreasing curve can reach on the
+   same points, which tells noise in the measurements from error of the model.
 4. Fixed per-iteration overhead: fit to the public whole-request latencies for this GPU
    (catalog/reference_latencies.yaml); GPUs without any take the overhead fitted in the same
    run on a GPU that has them.
@@ -38,12 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import sparse
-from scipy.optimize import least_squares, linprog, minimize_scalar
+from scipy.optimize import least_squares, minimize_scalar
 
 from chironsim.catalog import GPU, get_gpu
 from chironsim.errors import ChironError
-from chironsim.perf.comm import ALL_REDUCE, CommCurve, CommModel
+from chironsim.perf.comm import ALL_REDUCE, CommModel
+from chironsim.perf.comm_fit import comm_errors, fit_comm, predict_comm
 from chironsim.perf.efficiency import ELEMENTWISE_KINDS, Efficiency
 from chironsim.perf.profiles import ELEMENTWISE_OPS, GEMM_OPS, Profiles, read_profiles
 from chironsim.perf.reference import reference_cases, replay_seconds
@@ -55,7 +55,6 @@ GROUP_NAMES = {"attn_pre_proj": "QKV", "attn_post_proj": "O", "mlp_up_proj": "ML
 KIND_OF_OP = {"input_layernorm": "norm", "post_attention_layernorm": "norm", "attn_rope": "rope",
               "mlp_act": "act", "add": "add"}
 TOKEN_RANGES = ("<=64", "65-512", "513-4096", ">4096")
-_KNOTS_PER_DECADE = 4
 
 
 def token_range(tokens) -> np.ndarray:
@@ -235,108 +234,6 @@ def _fit_elementwise(ops: pd.DataFrame, gpu: GPU) -> dict[str, float]:
     return fitted
 
 
-# --- communication -----------------------------------------------------------------------
-
-def _knots(sizes: np.ndarray) -> np.ndarray:
-    lo, hi = float(sizes.min()), float(sizes.max())
-    step = 1.0 / _KNOTS_PER_DECADE
-    inner = 10 ** np.arange(np.ceil(np.log10(lo) / step) * step, np.log10(hi), step)
-    return np.unique(np.r_[lo, inner[inner > lo * 1.01], hi])
-
-
-def _basis(knots: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Rows: the linear-interpolation weights of each size on the knots (flat below the first)."""
-    k = np.clip(np.searchsorted(knots, sizes, side="right") - 1, 0, len(knots) - 2)
-    frac = np.clip((sizes - knots[k]) / (knots[k + 1] - knots[k]), 0.0, None)
-    basis = np.zeros((len(sizes), len(knots)))
-    rows = np.arange(len(sizes))
-    basis[rows, k] = 1.0 - frac
-    basis[rows, k + 1] += frac
-    return basis
-
-
-def _lp_curve(knots: np.ndarray, sizes: np.ndarray, seconds: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Knot times (seconds, non-decreasing) minimising sum(w |pred/measured - 1|): a linear program."""
-    n, m = len(knots), len(sizes)
-    scaled = sparse.csr_matrix(_basis(knots, sizes) / seconds[:, None] * _US)  # knot values in microseconds
-    eye = sparse.eye(m)
-    steps = sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
-                               (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
-                              shape=(n - 1, n))
-    a_ub = sparse.vstack([sparse.hstack([scaled, -eye]), sparse.hstack([-scaled, -eye]),
-                          sparse.hstack([steps, sparse.csr_matrix((n - 1, m))])])
-    b_ub = np.r_[np.ones(m), -np.ones(m), np.zeros(n - 1)]
-    result = linprog(np.r_[np.zeros(n), weights], A_ub=a_ub, b_ub=b_ub,
-                     bounds=[(0.1, None)] * n + [(0.0, None)] * m, method="highs")
-    if not result.success:
-        raise ChironError(f"communication fit failed: {result.message}")
-    return np.maximum.accumulate(result.x[:n]) * _US
-
-
-def _decade_errors(curve_seconds: np.ndarray, measured: np.ndarray, decade: np.ndarray) -> pd.Series:
-    return pd.Series(np.abs(curve_seconds / measured - 1.0)).groupby(decade).median()
-
-
-def _fit_comm_curve(sizes: np.ndarray, seconds: np.ndarray) -> CommCurve:
-    knots = _knots(sizes)
-    decade = np.floor(np.log10(sizes))
-    counts = pd.Series(decade).map(pd.Series(decade).value_counts()).to_numpy(dtype=float)
-    weights = 1.0 / counts
-    basis = _basis(knots, sizes)
-    best = _lp_curve(knots, sizes, seconds, weights)
-    best_worst = _decade_errors(basis @ best, seconds, decade).max()
-    keep = np.ones(len(sizes), dtype=bool)
-    candidate = best
-    for _ in range(3):  # trimmed refits: follow the majority mode of bimodal timings
-        err = np.abs(basis @ candidate / seconds - 1.0)
-        keep[:] = False
-        for d in np.unique(decade):
-            idx = np.flatnonzero(decade == d)
-            keep[idx[np.argsort(err[idx])[: max(1, int(np.ceil(0.6 * len(idx))))]]] = True
-        candidate = _lp_curve(knots, sizes[keep], seconds[keep], weights[keep])
-        worst = _decade_errors(basis @ candidate, seconds, decade).max()
-        if worst < best_worst:
-            best, best_worst = candidate, worst
-    return CommCurve(tuple(float(k) for k in knots), tuple(float(f"{t:.6g}") for t in best))
-
-
-def _comm_frame(profiles: Profiles) -> pd.DataFrame:
-    return profiles.all_reduce
-
-
-def _fit_comm(frame: pd.DataFrame, gpu: GPU) -> CommModel:
-    curves = {}
-    for (collective, workers, per_node), data in frame.groupby(["collective", "workers", "devices_per_node"]):
-        if len(data) < 8 or workers < 2:
-            continue
-        data = data.sort_values("size")
-        curves[(collective, int(workers), int(per_node))] = _fit_comm_curve(
-            data["size"].to_numpy(dtype=float), data["seconds"].to_numpy(dtype=float))
-    return CommModel(gpu.name, gpu.link_bytes_per_s, curves)
-
-
-def _predict_comm(model: CommModel, frame: pd.DataFrame) -> np.ndarray:
-    predicted = np.empty(len(frame))
-    for i, (collective, workers, per_node, size) in enumerate(
-            frame[["collective", "workers", "devices_per_node", "size"]].itertuples(index=False)):
-        if collective == ALL_REDUCE:
-            predicted[i] = model.all_reduce(float(size), int(workers), int(per_node))
-        else:
-            predicted[i] = model.send_recv(float(size), same_node=int(per_node) >= 2)
-    return predicted
-
-
-def _comm_errors(model: CommModel, frame: pd.DataFrame) -> pd.DataFrame:
-    err = np.abs(_predict_comm(model, frame) / frame["seconds"].to_numpy() - 1.0) * 100.0
-    data = frame.assign(err=err, decade=np.floor(np.log10(frame["size"].to_numpy(dtype=float))).astype(int))
-    table = data.pivot_table(index=["collective", "workers", "devices_per_node"], columns="decade",
-                             values="err", aggfunc="median")
-    table.columns = [f"1e{c}_pct" for c in table.columns]
-    table["all_pct"] = data.groupby(["collective", "workers", "devices_per_node"])["err"].median()
-    table["worst_decade_pct"] = table[[c for c in table.columns if c.startswith("1e")]].max(axis=1)
-    return table.reset_index()
-
-
 # --- per-group error tables ------------------------------------------------------------------
 
 def _point_errors(eff: Efficiency, comm: CommModel | None, gemms: pd.DataFrame, elementwise: pd.DataFrame,
@@ -359,7 +256,7 @@ def _point_errors(eff: Efficiency, comm: CommModel | None, gemms: pd.DataFrame, 
     if comm is not None and len(intra):
         frames.append(pd.DataFrame({"group": "all-reduce", "tp": intra["workers"].to_numpy(),
                                     "tokens": np.nan,
-                                    "err": _predict_comm(comm, intra) / intra["seconds"].to_numpy() - 1.0}))
+                                    "err": predict_comm(comm, intra) / intra["seconds"].to_numpy() - 1.0}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["group", "tp", "tokens", "err"])
 
 
@@ -413,7 +310,7 @@ def _split(profiles: Profiles):
     ops = profiles.operators
     gemms = _gemm_shapes(ops[ops["op"].isin(GEMM_OPS)]) if len(ops) else ops
     elementwise = ops[ops["op"].isin(ELEMENTWISE_OPS)] if len(ops) else ops
-    return gemms, elementwise, _comm_frame(profiles)
+    return gemms, elementwise, profiles.all_reduce
 
 
 def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
@@ -437,7 +334,7 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
         kinds = {k: v for k, v in kinds.items() if not k.startswith("gemm")}
         notes.append("no element-wise timings: element-wise factors kept from the shipped default")
 
-    comm = _fit_comm(reduces, gpu) if len(reduces) else None
+    comm = fit_comm(reduces, gpu) if len(reduces) else None
     if comm is None or not comm.curves:
         comm = None
         notes.append("no all-reduce or send/recv timings: communication priced by the transfer rule")
@@ -477,7 +374,7 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
     return GPUCalibration(
         gpu=gpu.name, efficiency=efficiency, comm=comm, files=tuple(p.name for p in profiles.files),
         group_errors=_group_table(points), tp_errors=_tp_table(points),
-        comm_errors=_comm_errors(comm, reduces) if comm is not None else pd.DataFrame(),
+        comm_errors=comm_errors(comm, reduces) if comm is not None else pd.DataFrame(),
         gemm_errors=gemm_errors, heldout_errors=heldout, ablation=ablation, elementwise_errors=elementwise_errors,
         reference_checks=references, notes=tuple(notes),
     )
