@@ -48,6 +48,7 @@ def _gpu_from_entry(entry: dict[str, Any]) -> GPU:
         price_source=str(entry["price_source"]),
         source=str(entry["source"]),
         node_source=str(entry["node_source"]),
+        sm_count=None if entry.get("sm_count") is None else _positive_int(entry["sm_count"], "sm_count"),
     )
 
 

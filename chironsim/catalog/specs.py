@@ -27,6 +27,9 @@ class GPU:
     price_source: str
     source: str
     node_source: str
+    #: streaming multiprocessors (AMD: compute units); None where the vendor publishes no count.
+    #: Used by the calibration report's wave-quantisation ablation (chironsim/perf/calibrate.py).
+    sm_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
