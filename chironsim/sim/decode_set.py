@@ -17,6 +17,7 @@ Requests leaving early (preemption, eviction) are removed lazily from the heap.
 from __future__ import annotations
 
 import heapq
+from itertools import accumulate
 from bisect import bisect_left
 from collections.abc import Callable
 
@@ -32,7 +33,8 @@ class DecodeSet:
         self.block_size = block_size
         self.members: dict[int, Request] = {}
         self.key_sum = 0
-        self.phase_counts = np.zeros(block_size, dtype=np.int64)
+        #: Members per ``ctx_key mod block_size`` (a list: read and updated one entry at a time).
+        self.phase_counts: list[int] = [0] * block_size
         #: Members per request class (only classes present): who an iteration's gap goes to.
         self.by_class: dict[str, int] = {}
         self._class_counts: tuple[tuple[str, int], ...] | None = ()  # by_class as a tuple
@@ -87,12 +89,24 @@ class DecodeSet:
 
     def growth_at(self, step: int) -> int:
         """New blocks the set needs at the start of iteration ``step``."""
-        return int(self.phase_counts[(1 - step) % self.block_size])
+        return self.phase_counts[(1 - step) % self.block_size]
 
     def growth_schedule(self, step: int, iterations: int) -> np.ndarray:
         """Blocks needed at the start of each of the next ``iterations`` iterations."""
         idx = (1 - (step + np.arange(iterations))) % self.block_size
-        return self.phase_counts[idx]
+        return np.array(self.phase_counts, dtype=np.int64)[idx]
+
+    def growth_period(self, step: int) -> list[int]:
+        """Blocks the set needs over the first ``r`` iterations from ``step``, for ``r`` in
+        ``0 … block_size``: the growth is periodic (each member needs one block every
+        ``block_size`` iterations, so a period needs ``len(self)``), so these ``block_size + 1``
+        sums give the cumulative growth of any stretch (:meth:`Stretch.grown`)."""
+        counts = self.phase_counts
+        size = self.block_size
+        # iteration step + j needs counts[(1 - step - j) % size]: counts reversed, rotated
+        first = (1 - step) % size
+        order = counts[first::-1] + counts[:first:-1]
+        return [0, *accumulate(order)]
 
     def next_finish_step(self) -> int | None:
         """Smallest step counter value after which some member is done, or None."""

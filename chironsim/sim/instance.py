@@ -155,8 +155,8 @@ class Instance:
         self.drain_time = math.nan
         self.stop_time = math.nan
         self._stretch: Stretch | None = None
-        # (ends, growth_cum, their Python copies) of the stretch kv_used_at last read
-        self._stretch_lists: tuple = (None, None, [], [])
+        # (ends, its Python copy) of the stretch kv_used_at last read
+        self._stretch_lists: tuple = (None, [])
         # The last load report and its fields, handed out again while they hold (load_report)
         self._last_report: LoadReport | None = None
         self._last_report_fields: tuple = ()
@@ -452,14 +452,13 @@ class Instance:
         if plan is None:
             return
         k = min(plan.k, max(1, self._progress(now)[0]))
-        unused = int(plan.growth_cum[-1] - plan.growth_cum[k - 1])
+        unused = plan.grown(len(plan.ends)) - plan.grown(k)
         if unused:
             self.release_growth(unused)
         if k < len(plan.ends):
             shorter = k < plan.k
             plan.k = k
-            plan.ends, plan.durations, plan.growth_cum = (
-                plan.ends[:k], plan.durations[:k], plan.growth_cum[:k])
+            plan.ends, plan.durations = plan.ends[:k], plan.durations[:k]
             if shorter:
                 self.wake()
 
@@ -586,9 +585,11 @@ class Instance:
     def _commit(self, plan: Stretch) -> None:
         """Apply the effects of ``plan.k`` completed iterations."""
         k = plan.k
-        unused = int(plan.growth_cum[-1] - plan.growth_cum[k - 1])
-        if unused:
-            self.release_growth(unused)
+        planned = len(plan.ends)
+        if k < planned:
+            unused = plan.grown(planned) - plan.grown(k)
+            if unused:
+                self.release_growth(unused)
         now = float(plan.ends[k - 1])
         self.clock = now
         self.step = plan.start_step + k
@@ -779,23 +780,23 @@ class Instance:
         if plan is None:
             return kv.capacity - kv.free_blocks
         lists = self._stretch_lists
-        if lists[0] is not plan.ends or lists[1] is not plan.growth_cum:
-            lists = self._stretch_lists = (plan.ends, plan.growth_cum, plan.ends.tolist(),
-                                           plan.growth_cum.tolist())
-        growth = lists[3]
+        if lists[0] is not plan.ends:
+            lists = self._stretch_lists = (plan.ends, plan.ends.tolist())
+        ends = lists[1]
+        claimed = plan.grown(len(ends))
         if now < plan.start_time:  # no iteration started: none of the claim is in use
-            return kv.capacity - kv.free_blocks - growth[-1]
+            return kv.capacity - kv.free_blocks - claimed
         k = plan.k
-        done = bisect_right(lists[2], now)  # iterations ended by now (ends never decrease)
+        done = bisect_right(ends, now)  # iterations ended by now (ends never decrease)
         started = done + 1 if done < k else k
-        return kv.capacity - kv.free_blocks - (growth[-1] - growth[started - 1])
+        return kv.capacity - kv.free_blocks - (claimed - plan.grown(started))
 
     def _kv_used_in(self, plan: Stretch, started: int) -> int:
         used = self.kv.used_blocks
         # What the stretch claimed when planned: a wake shortens plan.k but gives the blocks
         # of the iterations it drops back only when the stretch commits.
-        planned = int(plan.growth_cum[-1])
-        so_far = int(plan.growth_cum[started - 1]) if started else 0
+        planned = plan.grown(len(plan.ends))
+        so_far = plan.grown(started)
         return used - (planned - so_far)
 
     def occupancy(self, now: float) -> tuple[int, int, int, int]:

@@ -11,6 +11,7 @@ free now. Times are accumulated exactly as stepping one iteration at a time woul
 from __future__ import annotations
 
 from collections.abc import Callable
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,9 @@ class Stretch:
     start_time: float
     ends: np.ndarray          # end time of each iteration
     durations: np.ndarray
-    growth_cum: np.ndarray    # cumulative new decode blocks up to each iteration
+    #: Cumulative new decode blocks over the first r iterations of one period (r = 0 … P,
+    #: the last entry a whole period's); :meth:`grown` extends it to any count.
+    growth_part: list[int]
     k: int
     decodes: int
     prefill_chunks: list[tuple[Request, int]]
@@ -42,6 +45,13 @@ class Stretch:
     #: Decoding requests per class when planned: each gets one token, so one inter-token gap
     #: equal to the iteration's duration, per iteration (the ITL histograms, in bulk).
     decode_classes: tuple[tuple[str, int], ...] = ()
+
+    def grown(self, n: int) -> int:
+        """New decode blocks the first ``n`` iterations claimed (``n`` ≤ those planned)."""
+        part = self.growth_part
+        period = len(part) - 1
+        q, r = divmod(n, period)
+        return q * part[period] + part[r]
 
 
 def add_in_order(total: float, values: np.ndarray) -> float:
@@ -92,15 +102,22 @@ class StretchPlanner:
         else:
             next_finish = decodes_set.next_finish_step()
             k = min(MAX_STRETCH, next_finish - step) if next_finish is not None else MAX_STRETCH
-        if k == 1:  # growth_schedule(step, 1)'s one figure, without four numpy calls
-            growth_cum = np.array([decodes_set.growth_at(step)])
+        if k == 1:  # one iteration: its growth, as a period of one
+            part = [0, decodes_set.growth_at(step)]
         else:
-            growth_cum = decodes_set.growth_schedule(step, k).cumsum()
-            # Later iterations of the stretch may only use blocks that are free now.
-            # (growth_cum - growth <= free is growth_cum <= free + growth: integers, exact)
-            k = max(1, int(growth_cum.searchsorted(self.kv.free_blocks + growth, "right")))
-            growth_cum = growth_cum[:k]
-            extra = int(growth_cum[-1]) - growth
+            # Later iterations of the stretch may only use blocks that are free now: the
+            # longest run of n iterations whose cumulative growth is at most free + growth
+            # (the growth of one period, per_period, is the number of decodes, at least 1).
+            part = decodes_set.growth_period(step)
+            period = len(part) - 1
+            per_period = part[period]
+            limit = self.kv.free_blocks + growth
+            q = limit // per_period
+            longest = q * period + bisect_right(part, limit - q * per_period) - 1
+            if longest < k:
+                k = longest if longest > 1 else 1
+            q, r = divmod(k, period)
+            extra = q * per_period + part[r] - growth
             if extra:
                 self.kv.append(GROWTH, extra)
         ctx = decodes_set.context_sum(step)
@@ -118,5 +135,5 @@ class StretchPlanner:
             contexts = ctx + decodes * np.arange(k)
             durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
             ends = np.concatenate(([clock], durations)).cumsum()[1:]
-        return Stretch(step, clock, ends, durations, growth_cum, k, decodes, chunks, resumed,
+        return Stretch(step, clock, ends, durations, part, k, decodes, chunks, resumed,
                        not chunks and transfer_seconds == 0, decodes_set.class_counts())
