@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 from pandas.testing import assert_frame_equal
 
@@ -114,3 +115,89 @@ def test_arrival_to_empty_queue_sees_the_blocks_free_now() -> None:
         assert records[1].queue_s < 0.1  # placed at arrival, admitted at the next boundary
         outcomes[fast_forward] = [(r.first_token_time, r.finish_time) for r in records]
     assert outcomes[True] == outcomes[False]
+
+
+# --- every policy, on random small scenarios ----------------------------------------------
+#
+# The tests above pin Chiron, and test_determinism / test_llumnix_policy / test_fusion one
+# scenario each for static, Llumnix and a fused group. Here hypothesis draws small scenarios
+# (load, lengths, cache size, batch seats, instances, seed) for every policy kind and checks
+# that fast-forward on and off give identical tables: the planner's stretches, their cuts on
+# a wake and the reads inside them must change speed only. Derandomized and few examples, so
+# the file stays quick.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+POLICIES = ("static", "reactive", "chiron", "llumnix", "kunserve")
+
+
+def small_scenario(policy: str, seed: int, rate: float, prompt: int, output: int,
+                   instances: int, memory: float, seats: int) -> dict:
+    """A 20-s scenario of ``policy`` with lognormal lengths around ``prompt`` / ``output`` and
+    a small cache (``memory``: gpu_memory_utilization), so preemptions and wakes happen."""
+    interactive = {"kind": "synthetic", "request_class": "interactive",
+                   "arrival": {"kind": "poisson", "rate": rate},
+                   "prompt_tokens": {"kind": "lognormal", "median": prompt, "sigma": 0.8},
+                   "output_tokens": {"kind": "lognormal", "median": output, "sigma": 0.8},
+                   "max_prompt_tokens": 2000, "max_output_tokens": 600, "duration_s": 20}
+    config = {
+        "name": "ff-parity", "seed": seed, "duration_s": 20, "drain_s": 300,
+        "sample_interval_s": 0.7,
+        "classes": {"interactive": {"priority": 0, "slo": {"ttft": 2.0, "tpot": 0.1}}},
+        "workload": {"streams": [interactive]},
+        "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm",
+                    "engine": {"gpu_memory_utilization": memory, "max_num_seqs": seats,
+                               "max_num_batched_tokens": 1024},
+                    "pools": {"default": {"instances": instances}}},
+        "policy": {"kind": policy},
+    }
+    if policy == "static":
+        config["policy"]["router"] = {"kind": "least_outstanding"}
+    elif policy == "reactive":
+        config["policy"].update(metric="utilization", target=0.5, interval_s=2,
+                                scale_down_stabilization_s=4, cooldown_s=2, min_instances=1,
+                                max_instances=instances + 2)
+        config["cluster"]["lifecycle"] = {"provision_s": 1, "load_bandwidth_gbps": 16.0,
+                                          "engine_startup_s": 1}
+    elif policy == "chiron":
+        config["classes"]["batch"] = {"priority": 1, "slo": {"deadline": True}}
+        config["workload"]["streams"].append({
+            "kind": "batch", "request_class": "batch", "num_requests": 30, "submit_at": 2,
+            "deadline_s": 200, "prompt_tokens": {"kind": "lognormal", "median": prompt, "sigma": 0.5},
+            "output_tokens": {"kind": "lognormal", "median": output, "sigma": 0.5},
+            "max_prompt_tokens": 2000, "max_output_tokens": 600})
+        config["cluster"]["pools"] = {
+            "interactive": {"instances": 1, "classes": ["interactive"]},
+            "mixed": {"instances": instances},
+            "batch": {"instances": 0, "classes": ["batch"]}}
+        config["cluster"]["lifecycle"] = {"provision_s": 1, "load_bandwidth_gbps": 16.0,
+                                          "engine_startup_s": 1}
+        config["policy"].update(itl_slo={"interactive": 0.05, "batch": 1.0}, b_min=4, cold_start_s=3)
+    elif policy == "kunserve":
+        # one group of 2 (LLaMA-7B on A10: weights large next to the cache), as the
+        # regression scenario, so a burst makes it drop layers and exchange KV
+        config["cluster"].update(model="llama-7b", gpu="a10")
+        config["cluster"]["engine"] = {"max_num_seqs": seats}
+        config["cluster"]["pools"]["default"]["instances"] = 2
+        config["workload"]["streams"].append({
+            "kind": "batch", "request_class": "interactive", "num_requests": 20, "submit_at": 3,
+            "window_s": 2, "deadline_s": 600, "prompt_tokens": {"kind": "fixed", "value": 1200},
+            "output_tokens": {"kind": "fixed", "value": output + 200}})
+    return config
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@settings(max_examples=3, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), rate=st.floats(1.0, 6.0), prompt=st.integers(100, 1200),
+       output=st.integers(20, 300), instances=st.integers(1, 3),
+       memory=st.sampled_from([0.195, 0.22, 0.5]), seats=st.sampled_from([8, 32, 128]))
+def test_random_small_scenarios_are_identical_with_fast_forward_on_and_off(
+        policy, seed, rate, prompt, output, instances, memory, seats) -> None:
+    scenario = small_scenario(policy, seed, rate, prompt, output, instances, memory, seats)
+    on = run(with_fast_forward(scenario, True))
+    off = run(with_fast_forward(scenario, False))
+    assert len(on.requests) > 0
+    for name in TABLES:
+        assert_frame_equal(getattr(on, name), getattr(off, name), check_exact=True, obj=name)
