@@ -155,8 +155,8 @@ class Instance:
         self.drain_time = math.nan
         self.stop_time = math.nan
         self._stretch: Stretch | None = None
-        # (ends, its Python copy) of the stretch kv_used_at last read
-        self._stretch_lists: tuple = (None, [])
+        # (ends, its Python copy, the growth claimed) of the stretch kv_used_at last read
+        self._stretch_lists: tuple = (None, [], 0)
         # The last load report and its fields, handed out again while they hold (load_report)
         self._last_report: LoadReport | None = None
         self._last_report_fields: tuple = ()
@@ -781,9 +781,10 @@ class Instance:
             return kv.capacity - kv.free_blocks
         lists = self._stretch_lists
         if lists[0] is not plan.ends:
-            lists = self._stretch_lists = (plan.ends, plan.ends.tolist())
+            lists = self._stretch_lists = (plan.ends, plan.ends.tolist(),
+                                           plan.grown(len(plan.ends)))
         ends = lists[1]
-        claimed = plan.grown(len(ends))
+        claimed = lists[2]  # the growth the stretch claimed when planned (or cut)
         if now < plan.start_time:  # no iteration started: none of the claim is in use
             return kv.capacity - kv.free_blocks - claimed
         k = plan.k

@@ -132,7 +132,7 @@ class StretchPlanner:
             durations = np.array([duration])
             ends = np.array([clock + duration])  # what the cumsum below gives for one
         else:
-            contexts = ctx + decodes * np.arange(k)
+            contexts = np.arange(ctx, ctx + decodes * k, decodes)  # ctx + decodes * i, exact ints
             durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
             ends = np.concatenate(([clock], durations)).cumsum()[1:]
         return Stretch(step, clock, ends, durations, part, k, decodes, chunks, resumed,
