@@ -25,7 +25,8 @@ Cases (``--quick`` or ``--hours`` shorten only the day and the week; the others 
   diurnal, same pool and autoscaler. Quick: its first hour.
 
 Each case reports ``requests``, ``sim_seconds``, ``wall_seconds`` (of ``run()``: validation,
-streaming the workload, simulating, building the tables), ``sim_per_wall``,
+streaming the workload, simulating, writing the results folder as the run goes, in a scratch
+folder removed afterwards), ``sim_per_wall``,
 ``requests_per_wall_second``, ``events`` (rows of the events table), ``iterations`` (engine
 iterations, all instances), ``peak_ready_instances`` (serving at once, at the samples),
 ``instances_started`` and ``peak_rss_mb``. Nothing is extrapolated: a
@@ -37,8 +38,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -141,9 +144,19 @@ def measure(name: str, quick: bool | float) -> dict[str, Any]:
     from chironsim.experiments.runner import run
 
     what, build = CASES[name]
-    started = time.perf_counter()
-    result = run(build(quick), base_dir=REPO_ROOT)
-    wall = time.perf_counter() - started
+    # the run writes its results folder as it goes (bounded memory), as `chironsim run` does;
+    # the folder is removed afterwards
+    scratch = Path(tempfile.mkdtemp(prefix=f"run_all-{name}-"))
+    try:
+        started = time.perf_counter()
+        result = run(build(quick), base_dir=REPO_ROOT, out=scratch / "result")
+        wall = time.perf_counter() - started
+        return _figures(name, what, quick, result, wall)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _figures(name: str, what: str, quick: bool | float, result: Any, wall: float) -> dict[str, Any]:
     sim_seconds = float(result.manifest["sim_end_s"])
     requests = int(result.manifest["requests"])
     inst = result.instances

@@ -47,18 +47,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(now - bar.n)
 
+    fmt = args.format or config.output.format
+    # The folder is written as the run goes (requests flushed to it, bounded memory), plots
+    # included, into a temporary renamed at the end: it appears complete or not at all.
     try:
-        result = run(config, base_dir, progress=progress)
+        result = run(config, base_dir, progress=progress, out=out, fmt=fmt,
+                     plots=config.output.plots and not args.no_plots)
     except RunLimitError as err:  # found while running: the message names the key, not the file
         raise RunLimitError(f"{args.config}: {err}") from None
+    except OSError as err:  # permissions, a full disk: the run has removed its partial copy
+        raise ChironError(f"{out}: cannot write the results folder ({err.strerror or err})") from None
     finally:
         if bar is not None:
             bar.close()
-    fmt = args.format or config.output.format
-    try:  # the plots go into the temporary folder too: the folder appears complete or not at all
-        path = result.save(out, fmt=fmt, plots=config.output.plots and not args.no_plots)
-    except OSError as err:  # permissions, a full disk: the store has removed its partial copy
-        raise ChironError(f"{out}: cannot write the results folder ({err.strerror or err})") from None
+    path = out
     print(format_summary(result.summary))
     m = result.manifest
     print(f"\n{m['requests']} requests, {m['sim_end_s']:.0f} simulated s in "

@@ -198,7 +198,7 @@ MEMORY_HOG = textwrap.dedent('''
 
     real = runner.run
 
-    def run(config, base_dir=None, progress=None):
+    def run(config, base_dir=None, progress=None, **kwargs):
         if config.seed == 8:  # this point fills memory to the last bytes, as a simulation would
             hog = []
             for size in (8 << 20, 1 << 16, 1 << 10, 64):
@@ -208,7 +208,7 @@ MEMORY_HOG = textwrap.dedent('''
                 except MemoryError:
                     pass
             raise MemoryError()
-        return real(config, base_dir, progress)
+        return real(config, base_dir, progress, **kwargs)
 
     runner.run = run
     import io, pandas  # start Arrow's threads first: the limit is on what the runs take

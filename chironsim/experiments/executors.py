@@ -82,11 +82,11 @@ def run_point(config: dict[str, Any], base_dir: str, out_dir: str, point_id: str
     try:
         base = Path(base_dir)
         scenario = parse_config(config, f"grid point {point_id}", base)
-        result = run(scenario, base)
-        result.manifest["point_id"] = point_id
-        result.manifest["point"] = dict(point)
-        result.manifest["inputs"] = dict(inputs or {})
-        result.save(run_dir(out_dir, point_id), fmt="parquet", clean_stale=False)
+        # the run writes its folder as it goes (bounded memory), atomically
+        result = run(scenario, base, out=run_dir(out_dir, point_id), fmt="parquet",
+                     clean_stale=False,
+                     manifest_extra={"point_id": point_id, "point": dict(point),
+                                     "inputs": dict(inputs or {})})
         wall = result.manifest["wall_seconds"]
     except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, not fatal
         return record_failure(out_dir, point_id, point, err)

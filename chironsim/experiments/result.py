@@ -12,7 +12,7 @@ import pandas as pd
 from chironsim.metrics.histogram import LogHistogram
 from chironsim.metrics.records import InstanceRecord, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec
-from chironsim.metrics.store import load_tables, save_result
+from chironsim.metrics.store import load_tables, read_table, save_result
 from chironsim.metrics.summary import summarize
 from chironsim.metrics.tables import (
     events_table,
@@ -70,6 +70,29 @@ class Result:
             summary=summarize(req, inst, classes, duration_s, price_per_gpu_hour, itl),
             manifest=manifest,
         )
+
+    @classmethod
+    def stored(cls, folder: str | os.PathLike[str], **tables: object) -> Result:
+        """A result whose requests table is in ``folder`` (a streamed run's) and is read from
+        there when first asked for; the other tables and the manifest are given."""
+        result = cls.__new__(cls)
+        for name, value in tables.items():
+            setattr(result, name, value)
+        result.stored_at(folder)
+        return result
+
+    def stored_at(self, folder: str | os.PathLike[str]) -> None:
+        """Where a stored result's requests table is now (the folder was moved into place)."""
+        if "requests" not in self.__dict__:
+            self.__dict__["_requests_folder"] = Path(folder)
+
+    def __getattr__(self, name: str) -> object:
+        folder = self.__dict__.get("_requests_folder")
+        if name == "requests" and folder is not None:
+            table = read_table(folder, "requests")
+            self.__dict__["requests"] = table
+            return table
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def save(self, out_dir: str | os.PathLike[str], fmt: str = "parquet", plots: bool = False,
              clean_stale: bool = True) -> Path:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from operator import attrgetter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from chironsim.metrics.records import RequestRecord
+from chironsim.metrics.spill import BLOCK_ROWS, RUN_ROWS, RequestSpill
 
 #: Field -> array typecode; fields not here (the strings and ``slo_met``) are kept in lists.
 _TYPECODES = {"int": "q", "float": "d"}
@@ -48,9 +51,50 @@ class RequestColumns:
         self._interned: dict[str, str] = {}
         self._floats = [i for i, (_, kind) in enumerate(REQUESTS_SCHEMA) if kind == "float"]
         self._order: np.ndarray | None = None
+        self._spill: RequestSpill | None = None
 
     def __len__(self) -> int:
+        return len(self._columns[0]) + (self._spill.rows if self._spill is not None else 0)
+
+    @property
+    def buffered(self) -> int:
+        """Records held in memory (all of them unless a spill is attached)."""
         return len(self._columns[0])
+
+    @property
+    def spill(self) -> RequestSpill | None:
+        return self._spill
+
+    def spill_to(self, path: str | Path, run_rows: int = RUN_ROWS,
+                 block_rows: int = BLOCK_ROWS) -> RequestSpill:
+        """From now on, every ``run_rows`` records go to a Parquet spill file at ``path``
+        (:mod:`chironsim.metrics.spill`) instead of staying in memory."""
+        if self._spill is not None or len(self):
+            raise ValueError("spill_to must be called once, before any record is appended")
+        kinds = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+        self._spill = RequestSpill(path, self._names,
+                                   [kinds.get(kind, pa.string()) for _, kind in self._schema],
+                                   run_rows, block_rows)
+        return self._spill
+
+    def _numpy_columns(self, release: bool = False) -> dict[str, np.ndarray]:
+        data = {}
+        for i, (name, col) in enumerate(zip(self._names, self._columns)):
+            values = (np.frombuffer(col, dtype=col.typecode) if isinstance(col, array)
+                      else np.array(col, dtype=object))
+            data[name] = values.copy() if isinstance(col, array) else values
+            if release:
+                del values
+                self._columns[i] = array(col.typecode) if isinstance(col, array) else []
+                del col
+        if release:
+            self._appends = [col.append for col in self._columns]
+        return data
+
+    def _flush(self) -> None:
+        assert self._spill is not None
+        self._spill.write_run(self._numpy_columns(release=True))
+        self._interned.clear()
 
     def append(self, record: RequestRecord) -> None:
         """Add one record's fields to the columns."""
@@ -59,11 +103,17 @@ class RequestColumns:
         values[self._instances] = self._interned.setdefault(hosts, hosts)
         for add, value in zip(self._appends, values):
             add(value)
+        if self._spill is not None and len(self._columns[0]) >= self._spill.run_rows:
+            self._flush()
 
     def sort_by_id(self) -> None:
         """Read the rows in ``request_id`` order from now on (ids are unique, so the order is
         total). Only the permutation is kept (8 bytes a row): sorting the columns themselves
-        would hold two copies of them at once. Rows appended later follow in arrival order."""
+        would hold two copies of them at once. Rows appended later follow in arrival order.
+        With a spill, the records still held are flushed as its last run (it keeps id order)."""
+        if self._spill is not None:
+            self._flush()
+            return
         ids = np.frombuffer(self._columns[self._names.index("request_id")], dtype=np.int64)
         self._order = (None if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
                        else np.argsort(ids, kind="stable"))
@@ -78,6 +128,13 @@ class RequestColumns:
         """The records, rebuilt; a NaN comes back as ``math.nan`` itself, as the simulator
         writes it, so that records of two runs compare equal field by field."""
         floats = set(self._floats)
+        if self._spill is not None:
+            self._flush()
+            for batch in self._spill.sorted_batches():
+                for row in zip(*(batch[n].tolist() for n in self._names)):
+                    values = [math.nan if i in floats and v != v else v for i, v in enumerate(row)]
+                    yield RequestRecord(*values)
+            return
         order = self._row_order()
         rows = zip(*self._columns)
         if order is not None:
@@ -85,6 +142,30 @@ class RequestColumns:
         for row in rows:
             values = [math.nan if i in floats and v != v else v for i, v in enumerate(row)]
             yield RequestRecord(*values)
+
+    def sorted_batches(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """The records in request-id order as batches of numpy columns (strings as object
+        arrays): the spill's merged stream, or one batch of what is held in memory."""
+        names = list(columns) if columns is not None else list(self._names)
+        if self._spill is not None:
+            self._flush()
+            yield from self._spill.sorted_batches(names)
+            return
+        if not len(self):
+            return
+        order = self._row_order()
+        batch = {}
+        for name in names:
+            col = self._columns[self._names.index(name)]
+            values = (np.frombuffer(col, dtype=col.typecode) if isinstance(col, array)
+                      else np.array(col, dtype=object))
+            batch[name] = values.copy() if order is None else values[order]
+        yield batch
+
+    def classes(self) -> set[str]:
+        """The request classes that occur in the records."""
+        held = set(self._columns[self._names.index("request_class")])
+        return held | (self._spill.classes if self._spill is not None else set())
 
     def table(self, release: bool = False) -> pd.DataFrame:
         """The requests table (columns in :class:`RequestRecord` order, schema dtypes).
@@ -96,6 +177,12 @@ class RequestColumns:
 
         if not len(self):
             return empty_table(self._schema, "requests")
+        if self._spill is not None:
+            self._flush()
+            batches = list(self._spill.sorted_batches())
+            data = {n: np.concatenate([b[n] for b in batches]) for n in self._names}
+            return conform(pd.DataFrame(data, columns=self._names, copy=False), self._schema,
+                           "requests")
         order = self._row_order()
         data = {}
         for i, (name, col) in enumerate(zip(self._names, self._columns)):

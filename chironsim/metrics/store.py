@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -91,26 +91,173 @@ def save_result(
     if fmt not in FORMATS:
         raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out_dir)
-    check_replaceable(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if clean_stale:
-        remove_stale_temporaries(out.parent)
     tables = {name: conform(getattr(result, name), SCHEMAS[name], name) for name in TABLES}
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
+    tmp = begin_result_dir(out, clean_stale)
     try:
-        os.chmod(tmp, 0o777 & ~(0o666 ^ umask_mode()))  # mkdtemp's 0700 is too strict to share
-        for name, frame in tables.items():
-            _write_table(frame, tmp / f"{name}.{fmt}", fmt)
-        sizes = {f"{name}.{fmt}": (tmp / f"{name}.{fmt}").stat().st_size for name in TABLES}
-        if before_commit is not None:
-            before_commit(tmp)
-        _write_manifest({**result.manifest, FILES_KEY: sizes}, tmp / MANIFEST)
-        _fsync(tmp)
-        _move_into_place(tmp, out)
+        finish_result_dir(tmp, out, tables, result.manifest, fmt, before_commit)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def begin_result_dir(out_dir: str | os.PathLike[str], clean_stale: bool = True) -> Path:
+    """Make the hidden temporary folder a result for ``out_dir`` is written into (checks as
+    :func:`save_result`); a run that streams its requests opens it before simulating. The
+    caller removes it if it does not reach :func:`finish_result_dir`."""
+    out = Path(out_dir)
+    check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if clean_stale:
+        remove_stale_temporaries(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~(0o666 ^ umask_mode()))  # mkdtemp's 0700 is too strict to share
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def finish_result_dir(
+    tmp: Path,
+    out_dir: str | os.PathLike[str],
+    tables: Mapping[str, pd.DataFrame],
+    manifest: Mapping[str, Any],
+    fmt: str = "parquet",
+    before_commit: Callable[[Path], object] | None = None,
+) -> Path:
+    """Write ``tables`` (the ones not already in ``tmp``), the manifest with every table's
+    size, and move the folder into place. Anything in ``tmp`` whose name starts with a dot
+    (a spill file) is removed first."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
+    out = Path(out_dir)
+    for entry in tmp.iterdir():
+        if entry.name.startswith(".") and entry.is_file():
+            entry.unlink()
+    for name, frame in tables.items():
+        _write_table(conform(frame, SCHEMAS[name], name), tmp / f"{name}.{fmt}", fmt)
+    missing = [name for name in TABLES if not (tmp / f"{name}.{fmt}").is_file()]
+    if missing:
+        raise ValueError(f"result folder lacks the table(s) {', '.join(missing)}")
+    sizes = {f"{name}.{fmt}": (tmp / f"{name}.{fmt}").stat().st_size for name in TABLES}
+    if before_commit is not None:
+        before_commit(tmp)
+    _write_manifest({**manifest, FILES_KEY: sizes}, tmp / MANIFEST)
+    _fsync(tmp)
+    _move_into_place(tmp, out)
+    return out
+
+
+#: Rows per row group of a Parquet table (pyarrow's default, which ``DataFrame.to_parquet``
+#: uses): the streamed requests table is written in the same groups, so its file is the
+#: same, byte for byte, as the table written at once.
+PARQUET_ROW_GROUP = 1 << 20
+
+
+def write_requests_stream(
+    batches: Iterable[Mapping[str, np.ndarray]],
+    classes: Iterable[str],
+    path: Path,
+    fmt: str = "parquet",
+    group_rows: int = PARQUET_ROW_GROUP,
+) -> int:
+    """Write the requests table from id-ordered ``batches`` of its columns without holding
+    it, ``group_rows`` rows at a time, so that the file equals the one :func:`save_result`
+    writes for the whole table (``classes``: every request class in it, the categories of
+    ``request_class``). A Parquet row group is built column by column as Arrow arrays, each
+    batch's column released as it is copied, so about one group's columns are held at a
+    time. Returns the number of rows."""
+    names = [name for name, _ in REQUESTS_SCHEMA]
+    categories = sorted(set(classes))
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    pending: list[Mapping[str, np.ndarray]] = []
+    held = 0
+    rows = 0
+
+    def write(pieces: list[Mapping[str, np.ndarray]], count: int) -> None:
+        nonlocal writer, schema, rows
+        columns = {n: [p[n] for p in pieces] for n in names}
+        pieces.clear()
+        if fmt == "parquet":
+            if writer is None:
+                sample = {n: c[0][:1] for n, c in columns.items()}
+                schema = _requests_arrow_schema(sample, categories)
+                writer = pq.ParquetWriter(path, schema)
+            arrays = []
+            for (name, kind), field in zip(REQUESTS_SCHEMA, schema):
+                values = np.concatenate(columns.pop(name))
+                arrays.append(_arrow_column(values, kind, field.type, categories))
+                del values
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        else:
+            group = {n: np.concatenate(columns.pop(n)) for n in names}
+            frame = _conformed_requests(group, categories)
+            frame.to_csv(path, index=False, mode="w" if rows == 0 else "a", header=rows == 0)
+        rows += count
+
+    try:
+        for batch in batches:
+            size = len(batch["request_id"])
+            while size:
+                take = min(size, group_rows - held)
+                pending.append({n: c[:take] for n, c in batch.items()} if take < size else batch)
+                batch = {n: c[take:] for n, c in batch.items()}
+                held += take
+                size -= take
+                if held == group_rows:
+                    write(pending, held)
+                    held = 0
+        if held:
+            write(pending, held)
+        elif rows == 0:
+            _write_table(empty_requests(), path, fmt)
+    finally:
+        if writer is not None:
+            writer.close()
+    _fsync(path)
+    return rows
+
+
+def _conformed_requests(group: Mapping[str, np.ndarray], categories: Sequence[str]) -> pd.DataFrame:
+    names = [name for name, _ in REQUESTS_SCHEMA]
+    frame = conform(pd.DataFrame(dict(group), columns=names, copy=False), REQUESTS_SCHEMA,
+                    "requests")
+    frame["request_class"] = frame["request_class"].cat.set_categories(list(categories))
+    return frame
+
+
+def _requests_arrow_schema(sample: Mapping[str, np.ndarray], categories: Sequence[str]) -> pa.Schema:
+    """The Arrow schema (pandas metadata included) ``to_parquet`` gives the whole table."""
+    return pa.Schema.from_pandas(_conformed_requests(sample, categories), preserve_index=False)
+
+
+def _arrow_column(values: np.ndarray, kind: str, arrow_type: pa.DataType,
+                  categories: Sequence[str]) -> pa.Array:
+    """One column as ``pa.Table.from_pandas`` converts the conformed table's (NaN as null)."""
+    from chironsim.metrics.records import TERMINAL_STATES
+    from chironsim.metrics.tables import CATEGORY, STATUS
+
+    if kind in (CATEGORY, STATUS):
+        cats = list(categories) if kind == CATEGORY else list(TERMINAL_STATES)
+        codes = pd.Categorical(values, categories=cats).codes
+        if kind == STATUS and (codes < 0).any():
+            raise ValueError(f"requests table: unknown status values {sorted(set(values[codes < 0]))}")
+        return pa.DictionaryArray.from_arrays(pa.array(codes, type=arrow_type.index_type),
+                                              pa.array(cats, type=arrow_type.value_type))
+    return pa.array(values.astype(_NUMPY_KIND[kind], copy=False) if kind in _NUMPY_KIND else values,
+                    type=arrow_type, from_pandas=True)
+
+
+_NUMPY_KIND = {INT: np.int64, FLOAT: np.float64, BOOL: np.bool_}
+
+
+def empty_requests() -> pd.DataFrame:
+    from chironsim.metrics.tables import empty_table
+
+    return empty_table(REQUESTS_SCHEMA, "requests")
 
 
 def is_result_dir(path: str | os.PathLike[str]) -> bool:

@@ -5,12 +5,13 @@ checks pin, so every column is defined once, here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from chironsim.errors import ConfigError, UnknownNameError
+from chironsim.metrics.exact import OrderStatistics, PairwiseSum, percentile, percentile_ranks
 from chironsim.metrics.histogram import LogHistogram, merged
 from chironsim.metrics.records import FINISHED, REJECTED, UNFINISHED
 from chironsim.metrics.slo import RequestClassSpec
@@ -170,6 +171,12 @@ def _itl_columns(hist: LogHistogram | None) -> dict[str, float]:
 def _cluster_columns(
     requests: pd.DataFrame, instances: pd.DataFrame, price_per_gpu_hour: Mapping[str, float]
 ) -> dict[str, float]:
+    good_tokens = float(requests.loc[requests["slo_met"].astype(bool), "generated_tokens"].sum())
+    return _cost_columns(instances, price_per_gpu_hour, good_tokens)
+
+
+def _cost_columns(instances: pd.DataFrame, price_per_gpu_hour: Mapping[str, float],
+                  good_tokens: float) -> dict[str, float]:
     gpus = instances["gpu"].astype(str)
     unpriced = sorted(set(gpus) - set(price_per_gpu_hour))
     if unpriced:
@@ -178,6 +185,142 @@ def _cluster_columns(
     gpu_hours = float(hours.sum())
     prices = np.array([price_per_gpu_hour[g] for g in gpus], dtype=float)
     cost = float((hours * prices).sum())
-    good_tokens = float(requests.loc[requests["slo_met"].astype(bool), "generated_tokens"].sum())
     goodput = good_tokens / gpu_hours if gpu_hours > 0 else float("nan")
     return {"gpu_hours": gpu_hours, "cost_usd": cost, "goodput_tokens_per_gpu_hour": goodput}
+
+
+#: Columns of the requests table the summary reads.
+SUMMARY_INPUTS = ("request_class", "status", "slo_met", "generated_tokens", "ttft", "tpot", "e2e",
+                  "queue_s")
+#: metric -> (percentile arguments as ``_class_columns`` passes them, whether a mean is taken)
+_STREAMED = {
+    "ttft": ((PERCENTILES, 99.9), True),
+    "tpot": ((PERCENTILES,), True),
+    "e2e": ((PERCENTILES,), True),
+    "queue_s": ((50, 99), False),
+}
+
+
+def summarize_batches(
+    batches: Callable[[Sequence[str]], Iterable[Mapping[str, np.ndarray]]],
+    instances: pd.DataFrame,
+    classes: Mapping[str, RequestClassSpec],
+    duration_s: float,
+    price_per_gpu_hour: Mapping[str, float],
+    itl: Mapping[str, LogHistogram] | None = None,
+) -> pd.DataFrame:
+    """:func:`summarize` from the requests read as a stream, without holding the table.
+
+    ``batches(columns)`` yields the requests table's rows in its order (request id) as
+    batches of numpy columns, and may be called several times (each call reads the rows
+    again). Counts and token sums add up exactly; the means and percentiles are numpy's own,
+    bit for bit, reproduced from a few passes (:mod:`chironsim.metrics.exact`): the table is
+    the one :func:`summarize` gives for the whole requests table."""
+    if not duration_s > 0:
+        raise ValueError(f"duration_s must be positive, got {duration_s!r}")
+    if ALL in classes:
+        raise ConfigError(f"request class name {ALL!r} is reserved for the summary's total row")
+    counts: dict[str, dict[str, int]] = {}
+    good_tokens = 0
+    n_values: dict[tuple[str, str], int] = {}
+
+    def groups(batch: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+        names = batch["request_class"].astype(str)
+        for name in np.unique(names).tolist():
+            yield name, names == name
+        yield ALL, np.ones(len(names), dtype=bool)
+
+    def finished_values(batch, mask, metric) -> np.ndarray:
+        values = batch[metric][mask & (batch["status"].astype(str) == FINISHED)]
+        values = np.asarray(values, dtype=float)
+        return values[~np.isnan(values)]
+
+    # pass 1: counts, token sums, and the values' count and top bits per class and metric
+    stats: dict[tuple[str, str, int], OrderStatistics] = {}
+
+    def order_stats(name: str, metric: str) -> list[OrderStatistics]:
+        found = []
+        for i, q in enumerate(_STREAMED[metric][0]):
+            key = (name, metric, i)
+            if key not in stats:
+                stats[key] = OrderStatistics(lambda n, q=q: percentile_ranks(n, q) if n else [])
+            found.append(stats[key])
+        return found
+
+    for batch in batches(SUMMARY_INPUTS):
+        status = batch["status"].astype(str)
+        met = batch["slo_met"].astype(bool)
+        tokens = batch["generated_tokens"].astype(np.int64)
+        good_tokens += int(tokens[met].sum())
+        for name, mask in groups(batch):
+            c = counts.setdefault(name, {"requests": 0, "finished": 0, "rejected": 0,
+                                         "unfinished": 0, "slo_met": 0, "tokens": 0})
+            c["requests"] += int(mask.sum())
+            c["finished"] += int((mask & (status == FINISHED)).sum())
+            c["rejected"] += int((mask & (status == REJECTED)).sum())
+            c["unfinished"] += int((mask & (status == UNFINISHED)).sum())
+            c["slo_met"] += int(met[mask].sum())
+            c["tokens"] += int(tokens[mask].sum())
+            for metric in _STREAMED:
+                values = finished_values(batch, mask, metric)
+                n_values[(name, metric)] = n_values.get((name, metric), 0) + len(values)
+                for os_ in order_stats(name, metric):
+                    os_.feed(values)
+    pending = {key: os_ for key, os_ in stats.items() if not os_.end_pass()}
+    sums = {key: PairwiseSum(n) for key, n in n_values.items() if _STREAMED[key[1]][1]}
+    # later passes: the means (their tree needs the counts) and the order statistics
+    means: dict[tuple[str, str], float] = {}
+    while pending or sums:
+        for batch in batches(SUMMARY_INPUTS):
+            for name, mask in groups(batch):
+                for metric in _STREAMED:
+                    if (name, metric) not in sums and not any(
+                            (name, metric, i) in pending for i in range(len(_STREAMED[metric][0]))):
+                        continue
+                    values = finished_values(batch, mask, metric)
+                    if (name, metric) in sums:
+                        sums[(name, metric)].feed(values)
+                    for i in range(len(_STREAMED[metric][0])):
+                        if (name, metric, i) in pending:
+                            pending[(name, metric, i)].feed(values)
+        means.update({key: s.mean() if s.n else float("nan") for key, s in sums.items()})
+        sums = {}
+        pending = {key: os_ for key, os_ in pending.items() if not os_.end_pass()}
+
+    def class_columns(name: str) -> dict[str, float | int]:
+        c = counts.get(name, {"requests": 0, "finished": 0, "rejected": 0, "unfinished": 0,
+                              "slo_met": 0, "tokens": 0})
+        cols: dict[str, float | int] = {k: c[k] for k in
+                                        ("requests", "finished", "rejected", "unfinished", "slo_met")}
+        cols["slo_attainment"] = c["slo_met"] / c["requests"] if c["requests"] else float("nan")
+
+        def pct(metric: str, i: int):
+            n = n_values.get((name, metric), 0)
+            q = _STREAMED[metric][0][i]
+            return percentile(n, q, stats[(name, metric, i)].values.__getitem__) if n else None
+
+        for metric in LATENCY_METRICS:
+            got = pct(metric, 0)
+            pcts = got if got is not None else [float("nan")] * len(PERCENTILES)
+            for p, v in zip(PERCENTILES, pcts):
+                cols[f"{metric}_p{p}"] = float(v)
+            cols[f"{metric}_mean"] = means.get((name, metric), float("nan"))
+        got = pct("ttft", 1)
+        cols["ttft_p999"] = float(got) if got is not None else float("nan")
+        for i, p in enumerate((50, 99)):
+            got = pct("queue_s", i)
+            cols[f"queue_p{p}"] = float(got) if got is not None else float("nan")
+        cols["throughput_rps"] = c["finished"] / duration_s
+        cols["output_tokens_per_s"] = float(c["tokens"]) / duration_s
+        return cols
+
+    data_only = sorted(set(counts) - {ALL} - set(classes))
+    if ALL in data_only:
+        raise ConfigError(f"request class name {ALL!r} is reserved for the summary's total row")
+    cluster = _cost_columns(instances, price_per_gpu_hour, float(good_tokens))
+    itl = dict(itl or {})
+    rows = [{"request_class": name, **class_columns(name), **cluster, **_itl_columns(itl.get(name))}
+            for name in [*classes, *data_only]]
+    rows.append({"request_class": ALL, **class_columns(ALL), **cluster,
+                 **_itl_columns(merged(itl.values()) if itl else None)})
+    return conform(pd.DataFrame.from_records(rows), SUMMARY_SCHEMA, "summary")

@@ -1,0 +1,126 @@
+"""Finished-request columns flushed to a Parquet file while the run goes, read back in id order.
+
+A run with an output folder does not keep its requests: every ``run_rows`` records the
+columns (:class:`~chironsim.metrics.columns.RequestColumns`) are sorted by request id and
+appended to a spill file in the run's temporary folder as one sorted run, cut into row groups
+of ``block_rows``. Requests finish roughly in arrival (= id) order, so consecutive runs barely
+overlap; :meth:`RequestSpill.sorted_batches` merges them back into one id-ordered stream,
+loading a row group only when the stream reaches its smallest id. At most one row group per
+run is held at a time (an external merge sort's bound), and for a real workload only the few
+runs that overlap: memory does not grow with the number of requests. The stream can be read
+as many times as needed (the summary's exact percentiles take a few passes).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+#: Default sizes: records per sorted run, rows per row group within a run.
+RUN_ROWS = 1 << 16
+BLOCK_ROWS = 1 << 13
+
+
+class RequestSpill:
+    """Sorted runs of request columns in one Parquet file (see the module docstring)."""
+
+    def __init__(self, path: str | Path, names: Sequence[str], arrow_types: Sequence[pa.DataType],
+                 run_rows: int = RUN_ROWS, block_rows: int = BLOCK_ROWS) -> None:
+        if run_rows < 1 or block_rows < 1:
+            raise ValueError("run_rows and block_rows must be positive")
+        self.path = Path(path)
+        self.names = list(names)
+        self.schema = pa.schema(list(zip(self.names, arrow_types)))
+        self.run_rows = run_rows
+        self.block_rows = block_rows
+        self.rows = 0
+        self.classes: set[str] = set()
+        self._writer: pq.ParquetWriter | None = None
+        # per row group: (smallest id, largest id)
+        self._blocks: list[tuple[int, int]] = []
+
+    def write_run(self, columns: dict[str, np.ndarray]) -> None:
+        """Append one run (columns of equal length, any order); it is sorted by id here."""
+        ids = columns["request_id"]
+        if not len(ids):
+            return
+        order = np.argsort(ids, kind="stable")
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, self.schema, compression="none",
+                                            write_statistics=False)
+        for name in ("request_class",):
+            self.classes.update(np.unique(columns[name]).tolist())
+        for start in range(0, len(ids), self.block_rows):
+            part = order[start:start + self.block_rows]
+            arrays = [pa.array(np.asarray(columns[name])[part], type=field.type)
+                      for name, field in zip(self.names, self.schema)]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema),
+                                     row_group_size=len(part))
+            block_ids = ids[part]
+            self._blocks.append((int(block_ids[0]), int(block_ids[-1])))
+        self.rows += len(ids)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def sorted_batches(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Every spilled row, in request-id order, as batches of numpy columns (strings as
+        object arrays). ``columns`` limits what is read (``request_id`` always is)."""
+        self.close()
+        if not self._blocks:
+            return
+        names = list(columns) if columns is not None else list(self.names)
+        read = names if "request_id" in names else ["request_id", *names]
+        strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
+        source = pq.ParquetFile(self.path, read_dictionary=strings)
+        unloaded = [(lo, i) for i, (lo, _hi) in enumerate(self._blocks)]
+        heapq.heapify(unloaded)
+        loaded: list[list] = []  # [ids, {name: array}, position]
+        while unloaded or loaded:
+            limit = unloaded[0][0] if unloaded else None
+            pieces_ids, pieces = [], []
+            for block in loaded:
+                ids, cols, pos = block
+                end = len(ids) if limit is None else int(np.searchsorted(ids, limit, side="left"))
+                if end > pos:
+                    pieces_ids.append(ids[pos:end])
+                    pieces.append({n: c[pos:end] for n, c in cols.items()})
+                    block[2] = end
+            loaded = [b for b in loaded if b[2] < len(b[0])]
+            if pieces_ids:
+                if len(pieces_ids) == 1:
+                    out = pieces[0]
+                else:
+                    merged_ids = np.concatenate(pieces_ids)
+                    order = np.argsort(merged_ids, kind="stable")
+                    out = {n: np.concatenate([p[n] for p in pieces])[order] for n in read}
+                yield {n: out[n] for n in names}
+            if unloaded:
+                _lo, index = heapq.heappop(unloaded)
+                table = source.read_row_group(index, columns=read)
+                cols = {n: _numpy(table.column(n)) for n in read}
+                loaded.append([cols["request_id"], cols, 0])
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column as numpy; strings as an object array sharing one object per distinct value
+    (read dictionary-encoded), so a block of repeated strings costs pointers, not copies."""
+    if pa.types.is_dictionary(column.type):
+        array = column.combine_chunks()
+        words = np.empty(len(array.dictionary), dtype=object)
+        words[:] = array.dictionary.to_pylist()
+        return words[array.indices.to_numpy(zero_copy_only=False)]
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return np.array(column.to_pylist(), dtype=object)
+    return column.to_numpy()
