@@ -21,7 +21,8 @@ names one GPU for all files); each GPU is fitted on its own files only:
    run on a GPU that has them.
 The report gives, per GPU, the median absolute error per operator group and token range and
 per TP, the communication error per GPU count and size decade, per-(model, TP) layer errors, a
-leave-one-model-out check, an ablation of the overlap and floor terms, and, with two or more
+leave-one-model-out check, an ablation of the overlap and floor terms (and, on GPUs with an SM
+count, of wave-quantised, per-wave-overlap and occupancy variants), and, with two or more
 GPUs, leave-one-GPU-out: each GPU predicted with another GPU's factors, which is the expected
 error of the transfer rule for unprofiled GPUs.
 """
@@ -32,7 +33,7 @@ import argparse
 import datetime
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,8 @@ class GPUCalibration:
     elementwise_errors: pd.DataFrame
     reference_checks: pd.DataFrame
     notes: tuple[str, ...]
+    #: every ablation variant's median absolute error per GEMM group (`_ablation_tables`)
+    ablation_groups: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,40 @@ def wave_quantised_flops(tokens, outputs, fan_in, sms: int, tiles=GEMM_TILES, sp
     return best
 
 
-def _predict_gemm(params: np.ndarray, data: pd.DataFrame, gpu: GPU, waves: str | None = None) -> np.ndarray:
+def gemm_grid(tokens, outputs, sms: int, tiles=GEMM_TILES) -> np.ndarray:
+    """Output tiles in the grid of a `tokens` x `outputs` GEMM cut into the tile shape of `tiles`
+    that `wave_quantised_flops` picks (the fewest padded waves x tile area; the first on ties);
+    with one shape, simply that shape's tile count. The per-wave-overlap and occupancy ablation
+    variants count a GEMM's tiles with this (docs/latency-model.md, section 3)."""
+    tokens, outputs = (np.asarray(a, dtype=float) for a in (tokens, outputs))
+    best = grid_of_best = None
+    for rows, cols in tiles:
+        grid = np.ceil(tokens / rows) * np.ceil(outputs / cols)
+        padded = np.ceil(grid / sms) * sms * rows * cols
+        if best is None:
+            best, grid_of_best = padded, grid
+        else:
+            better = padded < best
+            best, grid_of_best = np.where(better, padded, best), np.where(better, grid, grid_of_best)
+    return grid_of_best
+
+
+#: tile sets the per-wave-overlap / occupancy ablation variants count a GEMM's grid in
+_GRID_TILES = {"128x128": ((128, 128),), "best": GEMM_TILES}
+
+
+def _predict_gemm(params: np.ndarray, data: pd.DataFrame, gpu: GPU, waves: str | None = None,
+                  mechanism: str | None = None, grid: str = "best") -> np.ndarray:
     """Predicted GEMM seconds; `waves` ("full" or "split-k") prices the compute term with
-    `wave_quantised_flops` on the GPU's SMs (ablation only)."""
-    compute_eff, memory_eff, overlap, floor_us = params
+    `wave_quantised_flops` on the GPU's SMs (ablation only). `mechanism` (ablation only) is
+    "per-wave overlap", "occupancy" or both joined by " + ", with the GEMM's grid counted in
+    `grid` tiles (`gemm_grid`, GPU.sm_count SMs):
+    per-wave overlap: the unhidden share overlap x min(compute, memory) is divided by
+    max(1, tiles / SMs)^p (the next wave's operand loads overlap the current wave's math);
+    occupancy: compute runs on min(1, tiles / SMs) of the SMs and memory at
+    min(1, tiles / (f x SMs)) of the fitted bandwidth (too few CTAs in flight to saturate HBM).
+    p and f follow the four common parameters in `params`, in that order."""
+    compute_eff, memory_eff, overlap, floor_us = params[:4]
     tokens = data["tokens"].to_numpy(dtype=float)
     flops = 2 * tokens * data["weights"].to_numpy()
     if waves is not None:
@@ -160,18 +193,35 @@ def _predict_gemm(params: np.ndarray, data: pd.DataFrame, gpu: GPU, waves: str |
                                      gpu.sm_count, split_k=waves == "split-k")
     compute = flops / (gpu.bf16_flops * compute_eff)
     memory = (data["weights"].to_numpy() + tokens * data["act"].to_numpy()) * _B / (gpu.hbm_bytes_per_s * memory_eff)
-    return operator_time(compute, memory, overlap, floor_us * _US)
+    if mechanism is None:
+        return operator_time(compute, memory, overlap, floor_us * _US)
+    parts = mechanism.split(" + ")
+    fill = gemm_grid(tokens, data["outputs"].to_numpy(), gpu.sm_count, _GRID_TILES[grid]) / gpu.sm_count
+    extra = iter(params[4:])
+    exponent = next(extra) if "per-wave overlap" in parts else 0.0
+    if "occupancy" in parts:
+        ctas_per_sm = next(extra)
+        compute = compute / np.minimum(1.0, fill)
+        memory = memory / np.minimum(1.0, fill / ctas_per_sm)
+    hidden = np.maximum(1.0, fill) ** exponent
+    return np.maximum(compute, memory) + overlap * np.minimum(compute, memory) / hidden + floor_us * _US
 
 
 def _fit_gemm(data: pd.DataFrame, gpu: GPU, overlap: bool = True, floor: bool = True,
-              waves: str | None = None) -> np.ndarray:
+              waves: str | None = None, mechanism: str | None = None, grid: str = "best") -> np.ndarray:
     weights = _octave_weights(data, ["model", "tp", "op"], "tokens")
     measured = data["seconds"].to_numpy()
     lower = [0.05, 0.05, 0.0, 0.0]
     upper = [1.0, 1.0, 1.0 if overlap else 1e-12, 100.0 if floor else 1e-12]
     start = [0.7, 0.8, 0.3 if overlap else 0.0, 3.0 if floor else 0.0]
+    parts = mechanism.split(" + ") if mechanism else []
+    if "per-wave overlap" in parts:  # exponent p of the waves
+        lower, upper, start = lower + [0.0], upper + [4.0], start + [0.5]
+    if "occupancy" in parts:  # CTAs per SM that saturate HBM
+        lower, upper, start = lower + [0.01], upper + [16.0], start + [0.5]
     fit = least_squares(
-        lambda p: weights * np.log(_predict_gemm(p, data, gpu, waves) / measured), start, bounds=(lower, upper)
+        lambda p: weights * np.log(_predict_gemm(p, data, gpu, waves, mechanism, grid) / measured), start,
+        bounds=(lower, upper)
     )
     params = fit.x.copy()
     params[2] = params[2] if overlap else 0.0
@@ -179,32 +229,74 @@ def _fit_gemm(data: pd.DataFrame, gpu: GPU, overlap: bool = True, floor: bool = 
     return params
 
 
+#: the ablation's mechanism variants for the 65-512-token residuals (issue 11 item 3): (label, mechanism, grid)
+MECHANISM_VARIANTS = (
+    ("per-wave overlap, 128x128 grid + floor", "per-wave overlap", "128x128"),
+    ("per-wave overlap, best-tile grid + floor", "per-wave overlap", "best"),
+    ("occupancy, 128x128 grid + overlap + floor", "occupancy", "128x128"),
+    ("occupancy, best-tile grid + overlap + floor", "occupancy", "best"),
+    ("per-wave overlap + occupancy, best-tile grid + floor", "per-wave overlap + occupancy", "best"),
+)
+
+
 def _ablation(gemms: pd.DataFrame, gpu: GPU, chosen: np.ndarray) -> pd.DataFrame:
+    """The ablation table of `_ablation_tables`."""
+    return _ablation_tables(gemms, gpu, chosen)[0]
+
+
+def _ablation_tables(gemms: pd.DataFrame, gpu: GPU, chosen: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Refit without the overlap and/or floor terms, to show what each one buys, and, on a GPU
     whose SM count the catalog gives, with the compute term wave-quantised (best of GEMM_TILES;
-    with and without split-K filling an underfilled grid). Besides the per-layer error, each
-    row has the worst group's median absolute error over all points and at <= 64 tokens and
-    65-512 tokens (the issue's targets are per group)."""
-    variants = [("max() only", False, False, None), ("max() + kernel floor", False, True, None),
-                ("max() + overlap", True, False, None)]
-    if gpu.sm_count is not None:
-        variants += [(f"waves on {gpu.sm_count} SMs + overlap + floor", True, True, "full"),
-                     (f"waves on {gpu.sm_count} SMs, split-K + overlap + floor", True, True, "split-k")]
-    variants.append(("max() + overlap + floor (chosen)", True, True, None))
-    rows = []
-    for label, overlap, floor, waves in variants:
-        params = chosen if (overlap and floor and waves is None) else _fit_gemm(gemms, gpu, overlap, floor, waves)
-        predicted = _predict_gemm(params, gemms, gpu, waves)
+    with and without split-K filling an underfilled grid) and with the per-wave-overlap and
+    occupancy mechanisms of `_predict_gemm` (MECHANISM_VARIANTS). Besides the per-layer error,
+    each row has its extra fitted parameters (p: the waves' exponent; f: CTAs per SM that
+    saturate HBM) and the worst group's median absolute error over all points and at <= 64
+    tokens and 65-512 tokens (the issue's targets are per group). The second table has every
+    variant's median absolute error (%) per GEMM group over all points, at <= 64 tokens and at
+    65-512 tokens."""
+    rows, groups = [], []
+    for label, overlap, floor, waves, mechanism, grid, params, predicted in _ablation_fits(gemms, gpu, chosen):
         summary = _layer_errors(gemms, predicted, []).iloc[0].to_dict()
-        err = pd.DataFrame({"group": gemms["op"].map(GROUP_NAMES).to_numpy(), "range": token_range(gemms["tokens"]),
-                            "abs": np.abs(predicted / gemms["seconds"].to_numpy() - 1.0) * 100.0})
+        err = _group_abs_errors(gemms, predicted)
+        for group in [g for g in _GROUP_ORDER if g in set(err["group"])]:
+            part = err[err["group"] == group]
+            groups.append({"variant": label, "group": group, "all_pct": part["abs"].median(),
+                           "<=64_pct": part.loc[part["range"] == "<=64", "abs"].median(),
+                           "65-512_pct": part.loc[part["range"] == "65-512", "abs"].median()})
         worst = {"worst_group_pct": err.groupby("group")["abs"].median().max()}
         for key, span in (("worst_<=64_pct", "<=64"), ("worst_65-512_pct", "65-512")):
             part = err[err["range"] == span]
             worst[key] = part.groupby("group")["abs"].median().max() if len(part) else np.nan
+        parts = mechanism.split(" + ") if mechanism else []
+        extra = iter(params[4:])
         rows.append({"variant": label, "gemm_compute": params[0], "gemm_memory": params[1], "overlap": params[2],
-                     "kernel_floor_us": params[3], **summary, "points": int(summary["points"]), **worst})
-    return pd.DataFrame(rows)
+                     "kernel_floor_us": params[3],
+                     "p": next(extra) if "per-wave overlap" in parts else np.nan,
+                     "f": next(extra) if "occupancy" in parts else np.nan,
+                     **summary, "points": int(summary["points"]), **worst})
+    return pd.DataFrame(rows), pd.DataFrame(groups)
+
+
+def _ablation_fits(gemms: pd.DataFrame, gpu: GPU, chosen: np.ndarray):
+    """(label, overlap, floor, waves, mechanism, grid, fitted params, predicted seconds) per
+    ablation variant, the chosen form last."""
+    variants = [("max() only", False, False, None, None, "best"), ("max() + kernel floor", False, True, None, None, "best"),
+                ("max() + overlap", True, False, None, None, "best")]
+    if gpu.sm_count is not None:
+        variants += [(f"waves on {gpu.sm_count} SMs + overlap + floor", True, True, "full", None, "best"),
+                     (f"waves on {gpu.sm_count} SMs, split-K + overlap + floor", True, True, "split-k", None, "best")]
+        variants += [(f"{label} ({gpu.sm_count} SMs)", True, True, None, mechanism, grid)
+                     for label, mechanism, grid in MECHANISM_VARIANTS]
+    variants.append(("max() + overlap + floor (chosen)", True, True, None, None, "best"))
+    for label, overlap, floor, waves, mechanism, grid in variants:
+        chosen_form = overlap and floor and waves is None and mechanism is None
+        params = chosen if chosen_form else _fit_gemm(gemms, gpu, overlap, floor, waves, mechanism, grid)
+        yield label, overlap, floor, waves, mechanism, grid, params, _predict_gemm(params, gemms, gpu, waves, mechanism, grid)
+
+
+def _group_abs_errors(gemms: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"group": gemms["op"].map(GROUP_NAMES).to_numpy(), "range": token_range(gemms["tokens"]),
+                         "abs": np.abs(predicted / gemms["seconds"].to_numpy() - 1.0) * 100.0})
 
 
 def _heldout(gemms: pd.DataFrame, gpu: GPU) -> pd.DataFrame:
@@ -370,7 +462,7 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
         raise ChironError(f"calibration of {gpu.name} needs a Vidur mlp.csv profile with GEMM timings (attn_pre_proj, ...)")
     params = _fit_gemm(gemms, gpu)
     gemm_errors = _layer_errors(gemms, _predict_gemm(params, gemms, gpu), ["model", "tp"])
-    ablation = _ablation(gemms, gpu, params)
+    ablation, ablation_groups = _ablation_tables(gemms, gpu, params)
     heldout = _heldout(gemms, gpu)
     if heldout.empty:
         notes.append("only one model profiled: no leave-one-model-out check")
@@ -424,7 +516,7 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
         group_errors=_group_table(points), tp_errors=_tp_table(points),
         comm_errors=comm_errors(comm, reduces) if comm is not None else pd.DataFrame(),
         gemm_errors=gemm_errors, heldout_errors=heldout, ablation=ablation, elementwise_errors=elementwise_errors,
-        reference_checks=references, notes=tuple(notes),
+        reference_checks=references, notes=tuple(notes), ablation_groups=ablation_groups,
     )
 
 
@@ -511,6 +603,7 @@ def format_gpu(report: GPUCalibration) -> str:
         "(mape_small_pct: points with <= 64 tokens):\n\n" + _markdown(report.gemm_errors),
         "Leave-one-model-out (fit on the other models, error on this one):\n\n" + _markdown(report.heldout_errors),
         "Ablation of the GEMM time formula (all profiled points):\n\n" + _markdown(report.ablation),
+        "Ablation, median absolute error (%) per GEMM group and variant:\n\n" + _markdown(report.ablation_groups),
         "Whole requests vs public measurements (roofline_ms: without the per-iteration overhead):\n\n"
         + _markdown(report.reference_checks),
         "Notes:\n" + "\n".join(f"- {n}" for n in report.notes),
