@@ -204,3 +204,12 @@ def test_row_groups_written_as_to_parquet_writes_them(tmp_path, in_memory):
                                  tmp_path / "streamed.parquet", group_rows=7)
     assert rows == len(req)
     assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+
+
+def test_failed_run_removes_the_folders_it_made(tmp_path):
+    def boom(now, _estimate):
+        raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        run(_scenario(), base_dir=ROOT, out=tmp_path / "a" / "b" / "r", progress=boom)
+    assert list(tmp_path.iterdir()) == []

@@ -10,8 +10,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import shutil
-
 import numpy as np
 
 from chironsim.errors import ConfigError
@@ -20,6 +18,7 @@ from chironsim.experiments.result import Result
 from chironsim.metrics.store import (
     FORMATS,
     begin_result_dir,
+    discard_result_dir,
     finish_result_dir,
     write_requests_stream,
 )
@@ -131,7 +130,7 @@ def run(
             return _run_streamed(config, sim, bundle, Path(out), tmp, fmt, plots,
                                  manifest_extra, spill_rows)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            discard_result_dir(tmp)
             raise
     started = time.perf_counter()
     end = sim.run()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from operator import attrgetter
 from pathlib import Path
 
@@ -201,3 +201,61 @@ class RequestColumns:
         # copy=False: the arrays above are fresh; conform makes the one consolidated copy
         return conform(pd.DataFrame(data, columns=self._names, copy=False), self._schema,
                        "requests")
+
+
+class RowColumns:
+    """Rows of a fixed schema (the timeseries samples, the events) kept as typed columns.
+
+    The simulator appends one dict per sample or event; a week holds ~60,000 of each, which
+    as dicts cost ~0.5–0.9 kB a row (their keys, boxed numbers) and as columns ~100 bytes.
+    Appending a dict, ``len``, iterating (dicts again, in order) and indexing behave as the
+    list of dicts it replaces; :func:`~chironsim.metrics.tables.timeseries_table` and
+    :func:`~chironsim.metrics.tables.events_table` build the same table from either. A value
+    that does not fit its column's typed array (a float in an int column) turns that column
+    into a plain list, so nothing is converted differently from the dicts.
+    """
+
+    def __init__(self, schema: tuple[tuple[str, str], ...]) -> None:
+        self._names = [name for name, _ in schema]
+        self._columns: list[array | list] = [
+            array(_TYPECODES[kind]) if kind in _TYPECODES else [] for _, kind in schema
+        ]
+        self._interned: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._columns[0])
+
+    def append(self, row: Mapping[str, object]) -> None:
+        if len(row) != len(self._names) or any(name not in row for name in self._names):
+            raise ValueError(f"row keys {sorted(row)} are not the columns {self._names}")
+        for i, (name, col) in enumerate(zip(self._names, self._columns)):
+            value = row[name]
+            if isinstance(col, array):
+                try:
+                    col.append(value)  # type: ignore[arg-type]
+                    continue
+                except TypeError:
+                    col = self._columns[i] = list(col)
+            if type(value) is str:
+                value = self._interned.setdefault(value, value)
+            col.append(value)
+
+    def _row(self, i: int) -> dict[str, object]:
+        return {name: col[i] for name, col in zip(self._names, self._columns)}
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("row index out of range")
+        return self._row(i)
+
+    def __iter__(self) -> Iterator[dict[str, object]]:
+        for i in range(len(self)):
+            yield self._row(i)
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a DataFrame (columns in schema order, not yet conformed)."""
+        data = {name: (np.frombuffer(col, dtype=col.typecode).copy() if isinstance(col, array)
+                       else col) for name, col in zip(self._names, self._columns)}
+        return pd.DataFrame(data, columns=self._names)

@@ -98,6 +98,8 @@ def save_result(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _CREATED.pop(tmp, None)
     return out
 
 
@@ -107,16 +109,33 @@ def begin_result_dir(out_dir: str | os.PathLike[str], clean_stale: bool = True) 
     caller removes it if it does not reach :func:`finish_result_dir`."""
     out = Path(out_dir)
     check_replaceable(out)
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     if clean_stale:
         remove_stale_temporaries(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), dir=out.parent))
+    _CREATED[tmp] = created
     try:
         os.chmod(tmp, 0o777 & ~(0o666 ^ umask_mode()))  # mkdtemp's 0700 is too strict to share
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_result_dir(tmp)
         raise
     return tmp
+
+
+#: temporary folder -> the folders above it that begin_result_dir created (innermost first)
+_CREATED: dict[Path, list[Path]] = {}
+
+
+def discard_result_dir(tmp: Path) -> None:
+    """Remove a temporary from :func:`begin_result_dir` whose run failed, and the folders
+    made for it if they are empty: a failed run leaves the file system as it found it."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    for folder in _CREATED.pop(tmp, []):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def finish_result_dir(
@@ -147,6 +166,7 @@ def finish_result_dir(
     _write_manifest({**manifest, FILES_KEY: sizes}, tmp / MANIFEST)
     _fsync(tmp)
     _move_into_place(tmp, out)
+    _CREATED.pop(tmp, None)
     return out
 
 

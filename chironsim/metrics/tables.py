@@ -152,6 +152,10 @@ def instances_table(records: Iterable[InstanceRecord]) -> pd.DataFrame:
 
 
 def _rows_table(rows: Iterable[Mapping[str, object]], schema: Schema, table: str) -> pd.DataFrame:
+    from chironsim.metrics.columns import RowColumns
+
+    if isinstance(rows, RowColumns):  # what the simulator keeps: built from its columns
+        return conform(rows.frame(), schema, table) if len(rows) else empty_table(schema, table)
     rows = list(rows)
     if not rows:
         return empty_table(schema, table)

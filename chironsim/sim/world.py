@@ -15,9 +15,10 @@ import simpy
 from chironsim.errors import RunLimitError
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
 from chironsim.metrics.histogram import ItlRecorder
-from chironsim.metrics.columns import RequestColumns
+from chironsim.metrics.columns import RequestColumns, RowColumns
 from chironsim.metrics.records import FINISHED, UNFINISHED, RequestRecord
 from chironsim.metrics.slo import RequestClassSpec, slo_met
+from chironsim.metrics.tables import EVENTS_SCHEMA, TIMESERIES_SCHEMA
 from chironsim.contract.protocols import Autoscaler, Router
 from chironsim.contract.views import kv_utilization
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
@@ -57,8 +58,10 @@ class Simulation:
         #: One record per request, kept as columns (RequestColumns: iterates as records).
         self.request_records = RequestColumns()
         self.event_log = EventLog(lambda: self.env.now)
+        # events and samples kept as columns (a week's worth as dicts is ~100 MB)
+        self.event_log.rows = RowColumns(EVENTS_SCHEMA)  # type: ignore[assignment]
         self.events = self.event_log.rows
-        self.timeseries: list[dict] = []
+        self.timeseries = RowColumns(TIMESERIES_SCHEMA)
         self.arrived = 0
         self.terminal = 0
         self.last_arrival = 0.0
