@@ -180,7 +180,7 @@ def test_a_pool_inherits_the_cluster_precision_and_may_override_it():
     plain = PoolSpec.resolve("c", PoolConfig(), ClusterConfig())
     assert a.weight_bytes < plain.weight_bytes == b.weight_bytes  # cold starts load less
     assert b.swap_seconds_per_block * 2 == pytest.approx(plain.swap_seconds_per_block)
-    assert b.migration_seconds_per_block * 2 == pytest.approx(plain.migration_seconds_per_block)
+    assert b.migration_copy.seconds(3) * 2 == pytest.approx(plain.migration_copy.seconds(3))
     assert b.kv_capacity_blocks >= 2 * plain.kv_capacity_blocks
 
 

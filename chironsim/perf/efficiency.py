@@ -194,15 +194,20 @@ def shipped_calibration() -> ShippedCalibration:
     return parse_calibration(yaml.safe_load(text), "catalog/calibration.yaml")
 
 
-def comm_for_gpu(gpu: GPU):
+def comm_for_gpu(gpu: GPU, retarget: bool = True):
     """The communication curves `gpu` uses: its own, or those of the nearest calibrated GPU
-    that has curves, re-targeted to `gpu`'s link rate."""
+    that has curves, re-targeted to `gpu`'s link rate. ``retarget=False`` keeps the curves
+    as measured: for traffic between nodes, whose network does not scale with the GPU's
+    NVLink."""
     shipped = shipped_calibration()
     if gpu.name in shipped.comm:
         own = shipped.comm[gpu.name]
-        return own if own.link_bytes_per_s == gpu.link_bytes_per_s else own.for_link(gpu.name, gpu.link_bytes_per_s)
+        if not retarget or own.link_bytes_per_s == gpu.link_bytes_per_s:
+            return own
+        return own.for_link(gpu.name, gpu.link_bytes_per_s)
     with_curves = tuple(shipped.specs[name] for name in shipped.comm)
     if not with_curves:
         raise ConfigError("catalog/calibration.yaml has no communication curves")
     reference = reference_gpu(gpu, with_curves)
-    return shipped.comm[reference].for_link(gpu.name, gpu.link_bytes_per_s)
+    curves = shipped.comm[reference]
+    return curves.for_link(gpu.name, gpu.link_bytes_per_s) if retarget else curves

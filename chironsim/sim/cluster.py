@@ -17,18 +17,19 @@ from chironsim.catalog import GPU, Model, get_gpu, get_model
 from chironsim.limits import MAX_GROUP_SIZE
 from chironsim.metrics.records import InstanceRecord
 from chironsim.perf.drop import fused_kv_capacity_blocks
+from chironsim.perf.efficiency import comm_for_gpu
 from chironsim.perf.exchange import kv_exchange_seconds, restore_seconds
 from chironsim.perf.memory import kv_block_bytes, kv_capacity_blocks
 from chironsim.perf.precision import BF16, Precision, model_weight_bytes
 from chironsim.perf.roofline import IterationTimeModel
-from chironsim.perf.transfer import swap_time
+from chironsim.perf.transfer import KVCopy, swap_time
 from chironsim.contract.actions import Action
 from chironsim.contract.protocols import Router
 from chironsim.contract.states import DRAINING, LOADING, PROVISIONING, READY
 from chironsim.contract.views import ClusterView, PoolView, RequestView
 from chironsim.sim import request as rq
 from chironsim.sim.actions import applier_for
-from chironsim.sim.config import ClusterConfig, EngineConfig, PoolConfig
+from chironsim.sim.config import ClusterConfig, EngineConfig, MigrationConfig, PoolConfig
 from chironsim.sim.events import (
     INSTANCE_READY, INSTANCE_STOPPED, REJECT, SCALE_DOWN, SCALE_UP, EventKind, EventLog,
 )
@@ -43,6 +44,16 @@ from chironsim.sim.routing import LiveInstanceView
 from chironsim.sim.weight_store import WeightStore
 
 GIB = 1024**3
+
+
+def migration_copy(settings: MigrationConfig, gpu: GPU, block_bytes: float, tp: int) -> KVCopy:
+    """How a migration stage's blocks travel: at the gloo backend's bandwidth, or at the GPU's
+    measured NCCL send/recv curve (between nodes: as measured; on one node: re-targeted to
+    its NVLink like every intra-node curve)."""
+    if settings.backend == "gloo":
+        return KVCopy(block_bytes, tp, bandwidth=settings.bandwidth_gbps * 1e9)
+    same_node = settings.nccl_path == "nvlink"
+    return KVCopy(block_bytes, tp, comm=comm_for_gpu(gpu, retarget=same_node), same_node=same_node)
 
 
 @dataclass
@@ -60,7 +71,7 @@ class PoolSpec:
     host_capacity_blocks: int
     swap_seconds_per_block: float
     remote_seconds_per_block: float
-    migration_seconds_per_block: float
+    migration_copy: KVCopy  # seconds of a migration stage's block copy (perf/transfer.py)
     timer: IterationTimeModel | None = None  # the roofline behind iteration_time
     precision: Precision = BF16  # weight and KV-cache dtypes (chironsim/perf/precision.py)
     weight_bytes: int = 0  # all the replica's weights at its precision: what a cold start loads
@@ -92,8 +103,7 @@ class PoolSpec:
             host_capacity_blocks=host_blocks,
             swap_seconds_per_block=swap_time(1, block_bytes, gpu, pool.tp),
             remote_seconds_per_block=block_bytes / remote_bw,
-            # Each GPU of the replica sends its shard of a block over its own path at once.
-            migration_seconds_per_block=block_bytes / pool.tp / (cluster.migration.bandwidth_gbps * 1e9),
+            migration_copy=migration_copy(cluster.migration, gpu, block_bytes, pool.tp),
             precision=precision, weight_bytes=model_weight_bytes(model, precision),
         )
 
@@ -143,7 +153,7 @@ class Cluster:
         }
         self.migrations = MigrationCoordinator(
             env, events, config.migration,
-            seconds_per_block=lambda inst: self.pools[inst.pool].migration_seconds_per_block,
+            copy_seconds=lambda inst, blocks: self.pools[inst.pool].migration_copy.seconds(blocks),
             compatible=lambda a, b: self.pools[a.pool].model == self.pools[b.pool].model)
         self.fusion = FusionCoordinator(
             env, events, fused_blocks=self._fused_blocks, pipelined_time=self._pipelined_time,

@@ -134,6 +134,11 @@ class LifecycleConfig(ConfigModel):
     engine_startup_s: LifecycleSeconds = Field(10.0, description="engine start-up after weights load (s)")
 
 
+#: Fixed cost of one migration stage (s) per backend where ``alpha_s`` is not set
+#: (MigrationConfig's docstring gives the sources).
+MIGRATION_ALPHA_S = {"gloo": 0.006, "nccl": 0.0014}
+
+
 class MigrationConfig(ConfigModel):
     """Moving a running request and its KV cache between instances (Llumnix's mechanism).
 
@@ -143,6 +148,12 @@ class MigrationConfig(ConfigModel):
     (α ≈ 5–7 ms, ≈ 4.5 GB/s). One migration out of and into an instance at a time as in
     ``37d8e5ea``. The bandwidth is the migration path's own, separate from
     ``kv_transfer_gbps`` (saved KV moved by eviction and restore).
+
+    ``backend: nccl`` prices a stage's copy with the GPU's measured NCCL send/recv curve
+    (chironsim/perf/comm.py; across nodes by default, ``nccl_path: nvlink`` for instances on
+    one node) instead of ``bandwidth_gbps``, and its stage cost defaults to 1.4 ms: the
+    intercept of the NCCL transfers of the same PR #10 (6.5 / 8.3 / 18.5 ms for 8 / 16 / 32
+    blocks of 8 MiB, a least-squares line of 1.4 ms + 0.52 ms a block).
     """
 
     mode: Literal["live", "blocking", "recompute"] = Field(
@@ -153,10 +164,31 @@ class MigrationConfig(ConfigModel):
     last_stage_max_blocks: BlockCount = Field(
         4, description="blocks left to copy at or below which the request stops for the "
         "final copy")
-    alpha_s: StageLatency = Field(0.006, description="fixed cost of one stage (s)")
-    bandwidth_gbps: Bandwidth = Field(4.5, description="KV copy bandwidth (GB/s)")
+    backend: Literal["gloo", "nccl"] = Field(
+        "gloo", description="how blocks are sent: 'gloo' (Llumnix's released backend) at "
+        "bandwidth_gbps, or 'nccl' at the GPU's measured send/recv curve")
+    nccl_path: Literal["network", "nvlink"] = Field(
+        "network", description="with backend nccl: instances on different nodes ('network') "
+        "or on one node ('nvlink')")
+    alpha_s: StageLatency | None = Field(
+        None, description="fixed cost of one stage (s); default 0.006 with gloo, 0.0014 with nccl")
+    bandwidth_gbps: Bandwidth = Field(4.5, description="KV copy bandwidth (GB/s) of the gloo backend")
     max_out: Sequences = Field(1, description="migrations out of one instance at a time")
     max_in: Sequences = Field(1, description="migrations into one instance at a time")
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> "MigrationConfig":
+        if self.backend == "nccl" and "bandwidth_gbps" in self.model_fields_set:
+            raise ValueError("bandwidth_gbps is the gloo backend's; backend nccl copies at the "
+                             "GPU's measured send/recv curve (remove one of the two)")
+        if self.backend == "gloo" and "nccl_path" in self.model_fields_set:
+            raise ValueError("nccl_path applies to backend nccl only")
+        return self
+
+    @property
+    def stage_alpha_s(self) -> float:
+        """The fixed cost of one stage in effect: ``alpha_s``, else the backend's default."""
+        return MIGRATION_ALPHA_S[self.backend] if self.alpha_s is None else self.alpha_s
 
 
 class FusionConfig(ConfigModel):

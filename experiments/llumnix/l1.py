@@ -170,7 +170,7 @@ def run_case(case: Case, reference_e2e_s: float | None = None) -> dict[str, Any]
     stages = [e for e in events if e["kind"] == "migrate_stage"]
     info = _detail(done["detail"])
     spec = sim.cluster.pools["default"]
-    block_seconds = spec.migration_seconds_per_block
+    block_seconds = spec.migration_copy.seconds(1)
     return {
         **asdict(case),
         "context_override": case.needs_extended_context,
@@ -182,7 +182,7 @@ def run_case(case: Case, reference_e2e_s: float | None = None) -> dict[str, Any]
         "stage_blocks": "+".join(_detail(e["detail"])["blocks"] for e in stages),
         "final_stage_blocks": int(_detail(stages[-1]["detail"])["blocks"]) if stages else 0,
         "block_ms": 1e3 * block_seconds,
-        "alpha_ms": 1e3 * config.cluster.migration.alpha_s,
+        "alpha_ms": 1e3 * config.cluster.migration.stage_alpha_s,
         "status": record.status,
         "migrations": record.migrations,
         "itl_max_ms": 1e3 * record.itl_max,

@@ -15,8 +15,9 @@ while it has moves there and acts only at the source's iteration boundaries, thr
 - ``recompute``: stop at once, drop the KV, and let the destination recompute prompt and
   generated tokens; downtime ends when it decodes again.
 
-A stage takes ``alpha_s + blocks × block bytes ÷ bandwidth`` (each GPU of a tensor-parallel
-replica sends its shard at once). Destination blocks are reserved from stage 0, only above the
+A stage takes its fixed cost plus the copy of its blocks (each GPU of a tensor-parallel replica
+sends its shard at once): ``alpha_s + blocks × block bytes ÷ bandwidth`` with the Gloo backend,
+the GPU's measured send/recv curve with NCCL (chironsim/perf/transfer.py ``KVCopy``). Destination blocks are reserved from stage 0, only above the
 destination's watermark (the code's ``pre_alloc``), and count as used there; during the final
 copy the source keeps the request's blocks as a reservation, so a draining source stops only
 once the copy has landed. A move aborts, freeing every reservation, when the destination cannot
@@ -81,12 +82,12 @@ class MigrationCoordinator:
     """Every move of one cluster. A boundary mechanism of each instance that has one out."""
 
     def __init__(self, env: simpy.Environment, events: EventLog, settings: MigrationConfig,
-                 seconds_per_block: Callable[["Instance"], float],
+                 copy_seconds: Callable[["Instance", int], float],
                  compatible: Callable[["Instance", "Instance"], bool]) -> None:
         self.env = env
         self.events = events
         self.settings = settings
-        self.seconds_per_block = seconds_per_block
+        self.copy_seconds = copy_seconds
         self.compatible = compatible
         self._by_source: dict["Instance", list[_Move]] = {}
         self._moving: dict[int, _Move] = {}          # running requests being moved, by id
@@ -243,7 +244,7 @@ class MigrationCoordinator:
             return
         move.stage += 1
         move.copied += send
-        seconds = settings.alpha_s + send * self.seconds_per_block(src)
+        seconds = settings.stage_alpha_s + self.copy_seconds(src, send)
         self._event(MIGRATE_STAGE, src, req.request_id, "final" if final else "live",
                     move.detail(stage=move.stage, blocks=send, seconds=f"{seconds:.6g}"))
         move.stage_end = now + seconds
