@@ -260,18 +260,26 @@ def test_per_group_errors_meet_what_is_claimed(vidur_report, gpu):
         assert _median(report, group, "<=64_pct") <= TARGET_SMALL_PCT, group
 
 
-def test_communication_meets_ten_percent_per_decade_where_timings_are_not_bimodal(vidur_report):
-    """Median error <= 10 % in every size decade from 1e4 bytes up, except the decades docs
-    name as bimodal (A100 2/4/8 GPUs and H100 8 GPUs below 1 MB), which stay under their
-    published values; above 1 MB every configuration is within 5 %."""
-    known = {("A100-80GB", "all_reduce", 2, 2): 16.0, ("A100-80GB", "all_reduce", 4, 4): 30.0,
-             ("A100-80GB", "all_reduce", 8, 8): 20.0, ("H100-SXM", "all_reduce", 8, 8): 15.0}
+def test_communication_meets_ten_percent_per_decade_or_the_floor_of_the_data(vidur_report):
+    """Median error <= 10 % in every size decade, except where no non-decreasing curve can
+    (``floor_pct``, comm_fit.monotone_floor, above 10 %) or nearly cannot (A100 2 GPUs: floor
+    8.2 %): there within 3 points of the floor from 1e4 bytes up. The lone 2 KB sample of A100
+    4 and 8 GPUs (slower than every message up to 100 KB) is left to the floor alone: matching
+    it would lift the whole 10-100 KB regime. Above 1 MB every configuration is within 3 %."""
     for gpu, report in vidur_report.gpus.items():
         for row in report.comm_errors.to_dict(orient="records"):
             key = (gpu, row["collective"], row["workers"], row["devices_per_node"])
+            floor = row["floor_pct"]
+            assert row["worst_decade_pct"] >= floor - 1e-6, key  # the floor is a true bound
             for decade in ("1e4_pct", "1e5_pct"):
-                assert row[decade] <= known.get(key, 10.0), (key, decade)
-            assert row["1e6_pct"] <= 5.0 and row["1e7_pct"] <= 5.0, key
+                assert row[decade] <= max(10.0, floor + 3.0) or (floor > 8.0 and row[decade] <= 10.5), \
+                    (key, decade, row[decade], floor)
+            assert row["1e3_pct"] <= 10.0 or floor > 10.0, (key, row["1e3_pct"], floor)
+            assert row["1e6_pct"] <= 3.0 and row["1e7_pct"] <= 3.0, key
+    worst_fitted = {(gpu, r["collective"], r["workers"], r["devices_per_node"]): r["worst_decade_pct"]
+                    for gpu, report in vidur_report.gpus.items()
+                    for r in report.comm_errors.to_dict(orient="records")}
+    assert sum(v > 10.0 for v in worst_fitted.values()) == 4, worst_fitted  # the four named in the docs
 
 
 def test_shipped_calibration_is_reproducible(vidur_report):
