@@ -142,6 +142,10 @@ class IterationTimeModel:
         self._batch_overhead = bool(self._per_sequence or self._launch)
         self._table = np.zeros(0)
         self._table_list: list[float] = []
+        # Decode attention is memory-bound for every context when reading a context token's
+        # K and V takes at least as long as its FLOPs (decode_stretch_time).
+        self._stretch_parts: dict[int, tuple] = {}  # decode_seqs -> decode_stretch_time's scalars
+        self._decode_memory_bound = self._attn_per_context >= self._attn_flops >= 0 and self._attn_per_token >= 0
 
     def token_layer_time(self, tokens) -> np.ndarray:
         """Seconds per layer of everything that depends only on the token count T: GEMMs,
@@ -207,6 +211,47 @@ class IterationTimeModel:
             return self._time(pt, float(prefill_attention_work), ds, float(decode_context),
                               self._token_part(pt + ds), max, min, self._layers, True)
         return self._price(self._layers, True, prefill_tokens, prefill_attention_work, decode_seqs, decode_context)
+
+    def decode_stretch_time(self, decode_seqs: int, first_context: int, iterations: int) -> np.ndarray:
+        """Seconds of each of ``iterations`` decode-only iterations of ``decode_seqs`` sequences
+        whose contexts sum to ``first_context`` in the first and grow by ``decode_seqs`` per
+        iteration (a stretch, chironsim/sim/engine/stretch.py): bit for bit
+        ``iteration_time(0, 0.0, decode_seqs, contexts)``.
+
+        Faster by what it knows of its arguments. The contexts are non-negative, so where
+        decode attention is memory-bound per context (``_decode_memory_bound``) the memory term
+        ``fl(fl(a·c) + t)`` is at least the compute term ``fl(b·c)`` for every context ``c``
+        (``a ≥ b ≥ 0``, ``t ≥ 0``; rounding is monotone): ``maximum``/``minimum`` return those
+        two terms as they are and are skipped. The rest is the same operations on the same
+        operands in the same order (``x + y`` and ``x·y`` commute exactly in IEEE arithmetic),
+        done in place on two arrays instead of a new array per operation."""
+        contexts = np.arange(first_context, first_context + decode_seqs * iterations, decode_seqs)
+        if not (self._decode_memory_bound and decode_seqs > 0 and first_context >= 0):
+            return np.asarray(self.iteration_time(0, 0.0, decode_seqs, contexts), dtype=float)
+        parts = self._stretch_parts.get(decode_seqs)
+        if parts is None:  # the scalars of a batch of decode_seqs decodes, computed once
+            ds = float(decode_seqs)
+            base, head = self._batch_parts(0.0, 0.0, ds, self._token_part(ds), max, min, True)
+            parts = self._stretch_parts[decode_seqs] = (
+                self._attn_per_token * ds, self._floor * (ds > 0), base, head,
+                self._batch_overhead_time(0.0, ds, self._layers, min) if self._batch_overhead else None)
+        per_token, floor, base, head, batch_overhead = parts
+        # _with_context: layer = base + (max(tc, tm) + overlap * min(tc, tm) + floor * (ds > 0));
+        # an int64 array times a float is the float64 array's product (contexts < 2**53)
+        tm = contexts * self._attn_per_context
+        tm += per_token
+        tc = contexts * self._attn_flops
+        tc *= self._overlap
+        tm += tc
+        tm += floor
+        tm += base
+        # layers * layer + head + overhead
+        tm *= self._layers
+        tm += head
+        tm += self._overhead
+        if batch_overhead is not None:
+            tm += batch_overhead
+        return tm
 
     def stage_time(self, layers: int, lm_head: bool, prefill_tokens, prefill_attention_work, decode_seqs,
                    decode_context):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chironsim.perf.roofline import IterationTimeModel
 from chironsim.sim.allocator import KVBlockAllocator
 from chironsim.sim.decode_set import DecodeSet
 from chironsim.sim.request import Request
@@ -74,7 +75,7 @@ class StretchPlanner:
                  fast_forward: bool) -> None:
         self.decodes = decodes
         self.kv = kv
-        self.iteration_time = iteration_time
+        self.iteration_time = iteration_time  # also sets _decode_stretch (the property below)
         self.fast_forward = fast_forward
         #: Set by a scheduler for the batch it just chose when its next boundary may choose
         #: differently although nothing finishes and nothing wakes the instance (prefill_first:
@@ -83,6 +84,22 @@ class StretchPlanner:
         #: When set, prices a single iteration from its requests rather than its totals:
         #: ``batch_time(step, chunks, decodes)`` (a fused group's micro-batch queues).
         self.batch_time: Callable | None = None
+
+    @property
+    def iteration_time(self) -> Callable:
+        return self._iteration_time
+
+    @iteration_time.setter
+    def iteration_time(self, iteration_time: Callable) -> None:
+        """A roofline's own ``iteration_time`` also gives its ``decode_stretch_time`` for
+        stretches (the same durations, bit for bit, faster); any other pricing function
+        prices a stretch's contexts as an array."""
+        self._iteration_time = iteration_time
+        owner = getattr(iteration_time, "__self__", None)
+        self._decode_stretch = (owner.decode_stretch_time
+                                if isinstance(owner, IterationTimeModel)
+                                and iteration_time.__func__ is IterationTimeModel.iteration_time
+                                else None)
 
     def plan(self, step: int, clock: float, chunks: list[tuple[Request, int]],
              resumed: list[Request], transfer_seconds: float, growth: int) -> Stretch | None:
@@ -127,13 +144,16 @@ class StretchPlanner:
             if self.batch_time is not None:
                 duration = float(self.batch_time(step, chunks, decodes_set))
             else:
-                duration = float(self.iteration_time(prefill_tokens, attention, decodes, ctx))
+                duration = float(self._iteration_time(prefill_tokens, attention, decodes, ctx))
             duration += transfer_seconds
             durations = np.array([duration])
             ends = np.array([clock + duration])  # what the cumsum below gives for one
         else:
-            contexts = np.arange(ctx, ctx + decodes * k, decodes)  # ctx + decodes * i, exact ints
-            durations = np.asarray(self.iteration_time(0, 0.0, decodes, contexts), dtype=float)
+            if self._decode_stretch is not None:
+                durations = self._decode_stretch(decodes, ctx, k)
+            else:
+                contexts = np.arange(ctx, ctx + decodes * k, decodes)  # ctx + decodes * i, exact ints
+                durations = np.asarray(self._iteration_time(0, 0.0, decodes, contexts), dtype=float)
             ends = np.concatenate(([clock], durations)).cumsum()[1:]
         return Stretch(step, clock, ends, durations, part, k, decodes, chunks, resumed,
                        not chunks and transfer_seconds == 0, decodes_set.class_counts())
