@@ -228,8 +228,8 @@ class ItlRecorder:
             return
         g = grid(self.alpha)
         values = np.concatenate([d[:k] for _, d, k in pending])
-        keys = g.bounds_array.searchsorted(values, side="left")
         lengths = [k for _, _, k in pending]
+        keys, spans = self._bucket(g.bounds_array, values, lengths)
         rows: dict[str, list[int]] = {}  # class -> requests per push
         for i, (classes, _, _) in enumerate(pending):
             for cls, n in classes:
@@ -239,16 +239,51 @@ class ItlRecorder:
                 row[i] = n
         for cls, row in rows.items():
             per_push = np.array(row, dtype=np.int64)
-            weights = np.repeat(per_push, lengths)
+            if spans is None:
+                weights = np.repeat(per_push, lengths)
+            else:
+                whole, whole_lengths, split, split_lengths = spans
+                weights = np.concatenate((per_push[whole] * whole_lengths,
+                                          np.repeat(per_push[split], split_lengths)))
             counted = np.bincount(keys, weights=weights, minlength=len(g.bounds) + 1)
             hist = self.histogram(cls)
             counts = hist.counts
             for k in np.flatnonzero(counted).tolist():
                 counts[k] += int(round(counted[k]))
-            seen = values if per_push.all() else values[weights > 0]
+            seen = values if per_push.all() else values[np.repeat(per_push, lengths) > 0]
             if len(seen):
                 hist.minimum = min(hist.minimum, float(seen.min()))
                 hist.maximum = max(hist.maximum, float(seen.max()))
+
+    @staticmethod
+    def _bucket(bounds: np.ndarray, values: np.ndarray, lengths: list[int]):
+        """The buckets of the queued gaps, as ``(keys, spans)``: with ``spans`` None, ``keys``
+        is every gap's bucket in order; otherwise ``spans = (whole, whole_lengths, split,
+        split_lengths)`` and ``keys`` holds one bucket for each push of ``whole`` (all its gaps fall in it),
+        then the bucket of each gap of the pushes of ``split``, in order.
+
+        A push's gaps are a stretch's iteration durations, which grow with the contexts: when
+        they never decrease and the first and last gap share a bucket, so do all of them
+        (bucket boundaries are sorted), and the push is counted once with its length instead
+        of per gap. Checked on the gaps themselves (a NaN or a decrease anywhere: every gap
+        bucketed on its own), so the counts are those of bucketing each gap, always."""
+        if len(lengths) < 2 or min(lengths) == 0:
+            return bounds.searchsorted(values, side="left"), None
+        stops = np.cumsum(lengths)
+        steps = np.diff(values)
+        steps[stops[:-1] - 1] = 0.0  # from one push to the next
+        if not (steps >= 0).all():
+            return bounds.searchsorted(values, side="left"), None
+        sizes = np.array(lengths)
+        first = bounds.searchsorted(values[stops - sizes], side="left")
+        last = bounds.searchsorted(values[stops - 1], side="left")
+        same = first == last
+        whole = np.flatnonzero(same)
+        split = np.flatnonzero(~same)
+        split_lengths = sizes[split]
+        rest = values[np.repeat(~same, sizes)]
+        keys = np.concatenate((first[whole], bounds.searchsorted(rest, side="left")))
+        return keys, (whole, sizes[whole], split, split_lengths)
 
     def gap(self, request_class: str, gap: float, weight: int = 1) -> None:
         """One gap (``weight`` of them; -1 takes back one an iteration was credited with)."""
