@@ -100,6 +100,12 @@ def test_the_cli_names_the_key_and_exits_2(tmp_path: Path):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_resolved_config_with_every_default_reads_back():
+    for settings in (MigrationConfig(), MigrationConfig(backend="nccl", nccl_path="nvlink")):
+        dumped = settings.model_dump(mode="json")
+        assert MigrationConfig(**dumped) == settings
+
+
 def test_kv_copy_needs_exactly_one_way_to_travel():
     with pytest.raises(ConfigError):
         KVCopy(1e6, 1)

@@ -178,10 +178,13 @@ class MigrationConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _backend_settings(self) -> "MigrationConfig":
-        if self.backend == "nccl" and "bandwidth_gbps" in self.model_fields_set:
+        # by value, not by which keys were given: a resolved config written out with its
+        # defaults (a sweep's point, a run folder's config) must read back
+        fields = type(self).model_fields
+        if self.backend == "nccl" and self.bandwidth_gbps != fields["bandwidth_gbps"].default:
             raise ValueError("bandwidth_gbps is the gloo backend's; backend nccl copies at the "
                              "GPU's measured send/recv curve (remove one of the two)")
-        if self.backend == "gloo" and "nccl_path" in self.model_fields_set:
+        if self.backend == "gloo" and self.nccl_path != fields["nccl_path"].default:
             raise ValueError("nccl_path applies to backend nccl only")
         return self
 
