@@ -97,13 +97,15 @@ def test_merge_of_disordered_runs_small_blocks(tmp_path):
     finish[rng.choice(n, 5, replace=False)] += 10_000  # a few very late ones
     order = np.argsort(finish, kind="stable")
     cols = RequestColumns()
-    cols.spill_to(tmp_path / ".spill.parquet", run_rows=97, block_rows=13)
+    cols.spill_to(tmp_path / ".spill", run_rows=97, block_rows=13)
     for i in order.tolist():
         cols.append(RequestRecord(i, "c" if i % 3 else "d", float(i), 1, 2, 2, "finished", 0.0,
                                   1.0, 0.5, float("nan") if i % 7 == 0 else 0.1, 0.1, 1.0,
                                   float("nan"), 0, 0, 0, f"i{i % 4}", bool(i % 2), 0.2))
     cols.sort_by_id()
     assert cols.buffered == 0 and len(cols) == n
+    # one closed file per run: no writer holds the metadata of every row group written
+    assert len(list((tmp_path / ".spill").glob("run-*.parquet"))) == -(-n // 97)
     ids = np.concatenate([b["request_id"] for b in cols.sorted_batches(["request_id"])])
     assert (ids == np.arange(n)).all()
     table = cols.table()
@@ -123,7 +125,7 @@ def test_killed_run_leaves_no_folder(tmp_path):
         deadline = time.monotonic() + 120
         spill = []
         while time.monotonic() < deadline and not spill:
-            spill = list(tmp_path.glob(".result.tmp-*/.requests.spill.parquet"))
+            spill = list(tmp_path.glob(".result.tmp-*/.requests.spill/run-*.parquet"))
             time.sleep(0.2)
         assert spill, "the run never started spilling"
     finally:

@@ -29,8 +29,8 @@ from chironsim.policies.registry import build_policy
 from chironsim.sim.world import Simulation
 from chironsim.workload.build import build_workload
 
-#: The spill file of a streamed run, inside its temporary folder (removed before the rename).
-SPILL_FILE = ".requests.spill.parquet"
+#: The spill folder of a streamed run, inside its temporary folder (removed before the rename).
+SPILL_FILE = ".requests.spill"
 
 #: Named random streams spawned from the run's seed, in a fixed order (append only).
 STREAMS = ("workload", "policy")
@@ -100,7 +100,7 @@ def run(
     simulated time advances.
 
     With ``out``, the results folder is written as the run goes, in bounded memory: finished
-    requests are flushed to a spill file in the folder's hidden temporary every
+    requests are flushed to a spill folder in the folder's hidden temporary every
     ``spill_rows`` (default :data:`~chironsim.metrics.spill.RUN_ROWS`), the requests table is
     written from them in id order and the summary computed from them exactly; the folder is
     renamed into place complete (as :meth:`Result.save`, ``fmt``, ``plots`` and

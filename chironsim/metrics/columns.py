@@ -67,7 +67,7 @@ class RequestColumns:
 
     def spill_to(self, path: str | Path, run_rows: int = RUN_ROWS,
                  block_rows: int = BLOCK_ROWS) -> RequestSpill:
-        """From now on, every ``run_rows`` records go to a Parquet spill file at ``path``
+        """From now on, every ``run_rows`` records go to a Parquet spill folder at ``path``
         (:mod:`chironsim.metrics.spill`) instead of staying in memory."""
         if self._spill is not None or len(self):
             raise ValueError("spill_to must be called once, before any record is appended")

@@ -2,8 +2,10 @@
 
 A run with an output folder does not keep its requests: every ``run_rows`` records the
 columns (:class:`~chironsim.metrics.columns.RequestColumns`) are sorted by request id and
-appended to a spill file in the run's temporary folder as one sorted run, cut into row groups
-of ``block_rows``. Requests finish roughly in arrival (= id) order, so consecutive runs barely
+written to a spill folder in the run's temporary folder as one sorted run, a Parquet file cut
+into row groups of ``block_rows``. Each run's file is closed once written: a Parquet writer
+keeps the metadata of every row group it wrote until it is closed (~5–16 kB a group), which
+over a week's thousands of groups would grow with the requests again. Requests finish roughly in arrival (= id) order, so consecutive runs barely
 overlap; :meth:`RequestSpill.sorted_batches` merges them back into one id-ordered stream,
 loading a row group only when the stream reaches its smallest id. At most one row group per
 run is held at a time (an external merge sort's bound), and for a real workload only the few
@@ -14,6 +16,7 @@ as many times as needed (the summary's exact percentiles take a few passes).
 from __future__ import annotations
 
 import heapq
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -27,7 +30,8 @@ BLOCK_ROWS = 1 << 13
 
 
 class RequestSpill:
-    """Sorted runs of request columns in one Parquet file (see the module docstring)."""
+    """Sorted runs of request columns, one Parquet file each in a folder (see the module
+    docstring)."""
 
     def __init__(self, path: str | Path, names: Sequence[str], arrow_types: Sequence[pa.DataType],
                  run_rows: int = RUN_ROWS, block_rows: int = BLOCK_ROWS) -> None:
@@ -40,9 +44,9 @@ class RequestSpill:
         self.block_rows = block_rows
         self.rows = 0
         self.classes: set[str] = set()
-        self._writer: pq.ParquetWriter | None = None
-        # per row group: (smallest id, largest id)
-        self._blocks: list[tuple[int, int]] = []
+        self.runs = 0
+        # per row group: (smallest id, run, row group within the run)
+        self._blocks: list[tuple[int, int, int]] = []
 
     def write_run(self, columns: dict[str, np.ndarray]) -> None:
         """Append one run (columns of equal length, any order); it is sorted by id here."""
@@ -50,38 +54,38 @@ class RequestSpill:
         if not len(ids):
             return
         order = np.argsort(ids, kind="stable")
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, self.schema, compression="none",
-                                            write_statistics=False)
-        for name in ("request_class",):
-            self.classes.update(np.unique(columns[name]).tolist())
-        for start in range(0, len(ids), self.block_rows):
-            part = order[start:start + self.block_rows]
-            arrays = [pa.array(np.asarray(columns[name])[part], type=field.type)
-                      for name, field in zip(self.names, self.schema)]
-            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema),
-                                     row_group_size=len(part))
-            block_ids = ids[part]
-            self._blocks.append((int(block_ids[0]), int(block_ids[-1])))
+        self.classes.update(np.unique(columns["request_class"]).tolist())
+        self.path.mkdir(exist_ok=True)
+        run = self.runs
+        with pq.ParquetWriter(self._run_path(run), self.schema, compression="none",
+                              write_statistics=False) as writer:
+            for group, start in enumerate(range(0, len(ids), self.block_rows)):
+                part = order[start:start + self.block_rows]
+                arrays = [pa.array(np.asarray(columns[name])[part], type=field.type)
+                          for name, field in zip(self.names, self.schema)]
+                writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema),
+                                   row_group_size=len(part))
+                self._blocks.append((int(ids[part[0]]), run, group))
+        self.runs += 1
         self.rows += len(ids)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def _run_path(self, run: int) -> Path:
+        return self.path / f"run-{run:06d}.parquet"
 
     def sorted_batches(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Every spilled row, in request-id order, as batches of numpy columns (strings as
         object arrays). ``columns`` limits what is read (``request_id`` always is)."""
-        self.close()
         if not self._blocks:
             return
         names = list(columns) if columns is not None else list(self.names)
         read = names if "request_id" in names else ["request_id", *names]
         strings = [f.name for f in self.schema if pa.types.is_string(f.type)]
-        source = pq.ParquetFile(self.path, read_dictionary=strings)
-        unloaded = [(lo, i) for i, (lo, _hi) in enumerate(self._blocks)]
+        unloaded = list(self._blocks)
         heapq.heapify(unloaded)
+        left = [0] * self.runs  # blocks of each run not loaded yet
+        for _lo, run, _group in self._blocks:
+            left[run] += 1
+        files: dict[int, pq.ParquetFile] = {}  # the runs being read, opened lazily
         loaded: list[list] = []  # [ids, {name: array}, position]
         while unloaded or loaded:
             limit = unloaded[0][0] if unloaded else None
@@ -103,14 +107,21 @@ class RequestSpill:
                     out = {n: np.concatenate([p[n] for p in pieces])[order] for n in read}
                 yield {n: out[n] for n in names}
             if unloaded:
-                _lo, index = heapq.heappop(unloaded)
-                table = source.read_row_group(index, columns=read)
+                _lo, run, group = heapq.heappop(unloaded)
+                if run not in files:
+                    files[run] = pq.ParquetFile(self._run_path(run), read_dictionary=strings)
+                table = files[run].read_row_group(group, columns=read)
+                left[run] -= 1
+                if not left[run]:
+                    files.pop(run).close()
                 cols = {n: _numpy(table.column(n)) for n in read}
+                del table
                 loaded.append([cols["request_id"], cols, 0])
+        for source in files.values():
+            source.close()
 
     def remove(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _numpy(column: pa.ChunkedArray) -> np.ndarray:

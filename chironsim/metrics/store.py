@@ -148,13 +148,16 @@ def finish_result_dir(
 ) -> Path:
     """Write ``tables`` (the ones not already in ``tmp``), the manifest with every table's
     size, and move the folder into place. Anything in ``tmp`` whose name starts with a dot
-    (a spill file) is removed first."""
+    (a spill) is removed first."""
     if fmt not in FORMATS:
         raise ConfigError(f"result format {fmt!r} is not one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     for entry in tmp.iterdir():
-        if entry.name.startswith(".") and entry.is_file():
-            entry.unlink()
+        if entry.name.startswith("."):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     for name, frame in tables.items():
         _write_table(conform(frame, SCHEMAS[name], name), tmp / f"{name}.{fmt}", fmt)
     missing = [name for name in TABLES if not (tmp / f"{name}.{fmt}").is_file()]
