@@ -147,6 +147,15 @@ def _read_csv(
             raise read_failure(path, 1, exc) from None
         indices = _header_indices(header, required, path, fmt)
         width = max(indices) + 1
+        # Per row: the same checks, parses and messages in the same order as reading the
+        # layout's fields one by one; only the lookups are hoisted out of the loop.
+        arrival_at = indices[0] if need_arrival else -1
+        prompt_at, output_at = indices[-2], indices[-1]
+        unit, arrival_name = layout.unit, required[0]
+        prompt_name, output_name = layout.prompt, layout.output
+        drop_zero_output = layout.drop_zero_output
+        new_row = tuple.__new__  # TraceRow(...) without the NamedTuple's Python __new__
+        nan = math.nan
         while True:
             try:
                 fields = next(reader)
@@ -161,20 +170,19 @@ def _read_csv(
                 raise TraceFormatError(
                     path, line, f"expected at least {width} fields, found {len(fields)}"
                 )
-            values = [fields[i].strip() for i in indices]
-            if need_arrival:
-                arrival = parse_time(values[0], layout.unit, parser, path, line, required[0])
-                values = values[1:]
+            if arrival_at >= 0:
+                arrival = parse_time(fields[arrival_at].strip(), unit, parser, path, line,
+                                     arrival_name)
             else:
-                arrival = math.nan
-            prompt = parse_count(values[0], path, line, layout.prompt)
-            output = parse_count(values[1], path, line, layout.output)
+                arrival = nan
+            prompt = parse_count(fields[prompt_at].strip(), path, line, prompt_name)
+            output = parse_count(fields[output_at].strip(), path, line, output_name)
             counters.rows += 1
-            if layout.drop_zero_output and output == 0:
+            if drop_zero_output and output == 0:
                 counters.dropped_failed += 1
                 continue
             kept += 1
-            yield TraceRow(line, arrival, prompt, output, None)
+            yield new_row(TraceRow, (line, arrival, prompt, output, None))
     if not kept:
         raise _no_requests(path, counters, rows_before, "the file has a header but no data rows")
 

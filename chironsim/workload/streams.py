@@ -59,7 +59,8 @@ def sorted_rows(rows: Iterator[TraceRow], window_s: float, path: Path) -> Iterat
                 f"reorder_window_s of {window_s:g} s that is sorted automatically",
             )
         heapq.heappush(held, (row.arrival, row.line, row))
-        latest = max(latest, row.arrival)
+        if row.arrival > latest:  # max(latest, row.arrival), NaN included
+            latest = row.arrival
         while held and held[0][0] <= latest - window_s:
             yield heapq.heappop(held)[2]
     while held:
@@ -79,6 +80,10 @@ def trace_stream(stream: TraceStream, path: Path, stats: StreamStats) -> Iterato
     rows = sorted_rows(read_trace(path, stream.format, stream.columns, counters=stats),
                        stream.reorder_window_s, path)
     window_start, window_end = stream.time_window or (0.0, math.inf)
+    # The stream's settings, read once (a validated config does not change during a run).
+    max_prompt, max_output = stream.max_prompt_tokens, stream.max_output_tokens
+    start, rate_scale, limit = stream.start, stream.rate_scale, stream.limit
+    stream_deadline, request_class = stream.deadline, stream.request_class
     origin: float | None = None
     for row in rows:
         if origin is None:
@@ -89,15 +94,15 @@ def trace_stream(stream: TraceStream, path: Path, stats: StreamStats) -> Iterato
             continue
         if offset >= window_end:
             return  # rows are sorted: nothing later can be inside the window
-        prompt = _clip(row.prompt_tokens, stream.max_prompt_tokens)
-        output = _clip(row.output_tokens, stream.max_output_tokens)
+        prompt = _clip(row.prompt_tokens, max_prompt)
+        output = _clip(row.output_tokens, max_output)
         stats.prompt_clipped += prompt != row.prompt_tokens
         stats.output_clipped += output != row.output_tokens
-        arrival = stream.start + (offset - window_start) / stream.rate_scale
-        deadline = arrival + stream.deadline if stream.deadline is not None else None
+        arrival = start + (offset - window_start) / rate_scale
+        deadline = arrival + stream_deadline if stream_deadline is not None else None
         stats.emitted += 1
-        yield RequestSpec(arrival, prompt, output, stream.request_class, deadline, row.prefix_hashes)
-        if stream.limit is not None and stats.emitted >= stream.limit:
+        yield RequestSpec(arrival, prompt, output, request_class, deadline, row.prefix_hashes)
+        if limit is not None and stats.emitted >= limit:
             return
 
 
