@@ -120,6 +120,11 @@ class Instance:
         # fused group's stale requests awaiting their KV exchange): off every queue, holding
         # their blocks, until :meth:`adopt_running` lets them join again (see :meth:`pause`).
         self.paused: dict[int, Request] = {}
+        # Requests held in any of the queues above and the decode set (``held_count``), kept
+        # as one integer: changed where a request comes onto this instance (adopt,
+        # adopt_running, give_paused to here) or leaves it (detach, give_paused from here,
+        # _finish); moves between the queues (admission, preemption, pause, sit-out) keep it.
+        self._held = 0
         #: The leader id of the fused group this instance belongs to ('' when independent),
         #: set by :mod:`.mechanisms.fusion` from the drop action to the split.
         self.group = ""
@@ -283,11 +288,13 @@ class Instance:
                 req.phase = rq.SWAPPED
                 self.pending_blocks += saved
                 heapq.heappush(self.swapped, (self.order(req), req))
+                self._held += 1
                 self.wake()
                 return
             req.prefill_target = req.prompt_tokens + req.generated
         req.phase = rq.WAITING
         self.push_waiting(req)
+        self._held += 1
         self.wake()
 
     #: An arrival is adopted like any other request (it just has no KV anywhere yet).
@@ -327,6 +334,7 @@ class Instance:
         else:
             raise ValueError(f"cannot detach {req!r} from {self.instance_id}: only running or "
                              "waiting requests can be")
+        self._held -= 1
         req.phase = rq.QUEUED
         req.instance = None
         return saved
@@ -357,7 +365,8 @@ class Instance:
         Llumnix, it takes a seat even when the batch is full."""
         if self.kv.owned(req.request_id) == 0:
             raise ValueError(f"{req!r} owns no KV blocks on {self.instance_id} to resume from")
-        self.paused.pop(req.request_id, None)
+        if self.paused.pop(req.request_id, None) is None:
+            self._held += 1  # from off this instance; a request paused here was counted
         req.instance = self
         req.instances.append(self.instance_id)
         req.phase = rq.SWAPPED  # off every queue until it joins; it holds its blocks here
@@ -388,7 +397,9 @@ class Instance:
         dst._cut_stretch(dst.env.now)
         blocks = self.kv.move_to(dst.kv, req.request_id)
         del self.paused[req.request_id]
+        self._held -= 1
         dst.paused[req.request_id] = req
+        dst._held += 1
         req.instance = dst
         self.wake()
         dst.wake()
@@ -719,6 +730,7 @@ class Instance:
         req.last_token_time = now
         req.finish_time = now
         req.phase = rq.DONE
+        self._held -= 1
         self.running_remove(req)
         self.kv.free(req.request_id)
         self.requests_finished += 1
@@ -895,8 +907,7 @@ class Instance:
     @property
     def held_count(self) -> int:
         """Requests on this instance in any phase: running, waiting or swapped out."""
-        return (len(self.decodes) + len(self.prefilling) + len(self.waiting) + len(self.swapped)
-                + len(self.arriving) + len(self.paused))
+        return self._held
 
     def held_requests(self) -> list[Request]:
         return ([r for _, r in self.waiting] + [r for _, r in self.swapped]

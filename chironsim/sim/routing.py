@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chironsim.contract.states import READY
-from chironsim.contract.views import InstanceView, kv_utilization
+from chironsim.contract.views import InstanceView
 
 if TYPE_CHECKING:  # the instance module imports SimPy; this one only reads instances
     from chironsim.sim.instance import Instance
@@ -88,9 +88,9 @@ class LiveInstanceView(InstanceView):
 
     @property
     def outstanding(self) -> int:
-        inst = self._inst  # running + waiting, summed in one place (Instance.held_count)
-        return (len(inst.decodes.members) + len(inst.prefilling) + len(inst.waiting)
-                + len(inst.swapped) + len(inst.arriving) + len(inst.paused))
+        # running + waiting: the instance's count of the requests it holds, kept as they come
+        # and go (Instance.held_count reads the same integer)
+        return self._inst._held
 
     @property
     def running_by_class(self) -> tuple[tuple[str, int], ...]:  # type: ignore[override]
@@ -116,8 +116,9 @@ class LiveInstanceView(InstanceView):
 
     @property
     def kv_utilization(self) -> float:
-        inst = self._inst
-        return kv_utilization(inst.kv_used_at(inst.env.now), inst.kv.capacity)
+        inst = self._inst  # contract.views.kv_utilization's formula, inline (a tie-break read)
+        capacity = inst.kv.capacity
+        return inst.kv_used_at(inst.env.now) / capacity if capacity else 1.0
 
     # --- cumulative counters -----------------------------------------------------------------
     @property
