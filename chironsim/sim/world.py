@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 
 import simpy
+from simpy.core import URGENT
+from simpy.events import Event, Timeout
 
 from chironsim.errors import RunLimitError
 from chironsim.limits import MAX_PERIODIC_EVENTS, MAX_TIMESERIES_ROWS
@@ -74,22 +76,51 @@ class Simulation:
         self.itl_recorder = ItlRecorder()
         self.cluster.itl_recorder = self.itl_recorder
         self._tokens_at_last_sample: dict[str, int] = {}
+        self._specs: Iterator[RequestSpec] | None = None  # the workload, as it is read
+        self._next_id = 0
 
     # --- processes ------------------------------------------------------------------------
     def _arrivals(self):
+        """The arrivals as a process of their own (a caller that drives ``env`` itself)."""
+        self._arrive(None)
+        return
+        yield  # a generator: env.process accepts it
+
+    def _start_arrivals(self) -> None:
+        """Start the arrivals as a chain of timeouts with a callback each, not a SimPy process:
+        the same events at the same instants, scheduled at the same points (the first at
+        start-up as a process's ``Initialize`` is, urgent), minus a process resume per arrival
+        and the process's own end event, which nothing waits on."""
+        start = Event(self.env)
+        start.callbacks.append(self._arrive)
+        start._ok = True
+        start._value = None
+        self.env.schedule(start, URGENT)
+
+    def _arrive(self, event: Event | None) -> None:
+        """Submit the request whose timeout fired (its spec is the timeout's value), then every
+        later one due now; the first one due later gets a timeout, and this returns."""
         env = self.env
-        next_id = 0
-        for spec in self.workload:
-            if self.duration_s is not None and spec.arrival >= self.duration_s:
+        specs = self._specs
+        if specs is None:
+            specs = self._specs = iter(self.workload)
+        spec = event._value if event is not None else None
+        duration = self.duration_s
+        classes = self.classes
+        submit = self.cluster.submit
+        while True:
+            if spec is not None:
+                req = Request(self._next_id, spec, classes[spec.request_class].priority)
+                self._next_id += 1
+                self.arrived += 1
+                self.last_arrival = spec.arrival
+                submit(req)
+            spec = next(specs, None)
+            if spec is None or (duration is not None and spec.arrival >= duration):
                 break
             if spec.arrival > env.now:
-                yield env.timeout(spec.arrival - env.now)
-            cls = self.classes[spec.request_class]
-            req = Request(next_id, spec, cls.priority)
-            next_id += 1
-            self.arrived += 1
-            self.last_arrival = spec.arrival
-            self.cluster.submit(req)
+                Timeout(env, spec.arrival - env.now, spec).callbacks.append(self._arrive)
+                return
         self._arrivals_done = True
         self._check_done()
 
@@ -210,7 +241,7 @@ class Simulation:
     def run(self) -> float:
         """Run to completion; returns the simulated end time."""
         env = self.env
-        env.process(self._arrivals())
+        self._start_arrivals()
         for scaler in self.autoscalers:
             env.process(self._ticker(scaler))
         env.process(self._sampler())
