@@ -14,6 +14,17 @@ from datetime import date
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
+def _clock_and_offset(clock: str) -> tuple[str, int]:
+    """The clock part of a time-of-day text without its zone, and the zone's offset in seconds
+    east of UTC (``Z`` and no zone: 0; ``±hh:mm``: that offset)."""
+    if clock.endswith("Z"):
+        return clock[:-1], 0
+    if len(clock) > 8 and clock[-6] in "+-" and clock[-3] == ":":
+        sign = 1 if clock[-6] == "+" else -1
+        return clock[:-6], sign * (int(clock[-5:-3]) * 3600 + int(clock[-2:]) * 60)
+    return clock, 0
+
+
 class DatetimeParser:
     """Turns ISO-8601 date-time strings into float seconds; caches the day of each date string.
 
@@ -44,14 +55,7 @@ class DatetimeParser:
         base = self._minute_seconds.get(text[:16])
         if base is None:
             return self._parse(text)
-        clock = text[11:]
-        offset = 0
-        if clock.endswith("Z"):
-            clock = clock[:-1]
-        elif len(clock) > 8 and clock[-6] in "+-" and clock[-3] == ":":
-            sign = 1 if clock[-6] == "+" else -1
-            offset = sign * (int(clock[-5:-3]) * 3600 + int(clock[-2:]) * 60)
-            clock = clock[:-6]
+        clock, offset = _clock_and_offset(text[11:])
         if len(clock) < 5:
             return self._parse(text)
         secs = float(clock[6:])
@@ -66,14 +70,7 @@ class DatetimeParser:
         if day is None:
             day = (date.fromisoformat(day_part).toordinal() - _EPOCH_ORDINAL) * 86_400
             self._day_seconds[day_part] = day
-        clock = text[11:]
-        offset = 0
-        if clock.endswith("Z"):
-            clock = clock[:-1]
-        elif len(clock) > 8 and clock[-6] in "+-" and clock[-3] == ":":
-            sign = 1 if clock[-6] == "+" else -1
-            offset = sign * (int(clock[-5:-3]) * 3600 + int(clock[-2:]) * 60)
-            clock = clock[:-6]
+        clock, offset = _clock_and_offset(text[11:])
         hours, minutes, secs = int(clock[0:2]), int(clock[3:5]), float(clock[6:])
         if not (0 <= hours < 24 and 0 <= minutes < 60 and 0 <= secs < 61):
             raise ValueError(f"clock out of range: {text!r}")
