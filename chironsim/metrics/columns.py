@@ -96,9 +96,18 @@ class RequestColumns:
         self._spill.write_run(self._numpy_columns(release=True))
         self._interned.clear()
 
-    def append(self, record: RequestRecord) -> None:
-        """Add one record's fields to the columns."""
-        values = list(self._get(record))
+    def append(self, record: RequestRecord | list[object]) -> None:
+        """Add one record's fields to the columns. The record may come as its fields in
+        :class:`RequestRecord`'s order (that of ``REQUESTS_SCHEMA``), a list, which the
+        simulator hands over at every finish without building the record; the list is the
+        caller's to give away (its ``instances`` entry is replaced by the interned string)."""
+        if type(record) is list:
+            values = record
+            if len(values) != len(self._appends):
+                raise ValueError(f"{len(values)} values for the "
+                                 f"{len(self._appends)} request columns")
+        else:
+            values = list(self._get(record))
         hosts = values[self._instances]
         values[self._instances] = self._interned.setdefault(hosts, hosts)
         for add, value in zip(self._appends, values):

@@ -204,7 +204,7 @@ class Simulation:
 
     # --- callbacks ------------------------------------------------------------------------
     def _request_done(self, req: Request, status: str, reason: str = "") -> None:
-        self.request_records.append(self._record(req, status))
+        self.request_records.append(self._record_values(req, status))
         self.terminal += 1
         self._check_done()
 
@@ -213,23 +213,27 @@ class Simulation:
             self._all_done.succeed()
 
     def _record(self, req: Request, status: str) -> RequestRecord:
+        return RequestRecord(*self._record_values(req, status))
+
+    def _record_values(self, req: Request, status: str) -> list[object]:
+        """A request's record as its fields in :class:`RequestRecord`'s order, a list, which
+        :meth:`RequestColumns.append` stores as it is: no frozen record built per request."""
         finished = status == FINISHED
-        ttft = req.first_token_time - req.arrival
-        e2e = req.finish_time - req.arrival if finished else math.nan
-        tpot = ((req.finish_time - req.first_token_time) / (req.generated - 1)
+        arrival = req.arrival
+        first_token_time = req.first_token_time
+        finish_time = req.finish_time
+        ttft = first_token_time - arrival
+        e2e = finish_time - arrival if finished else math.nan
+        tpot = ((finish_time - first_token_time) / (req.generated - 1)
                 if finished and req.generated > 1 else math.nan)
         met = slo_met(self.classes[req.request_class].slo, finished, ttft, tpot, req.itl_max,
-                      e2e, req.finish_time, req.deadline)
-        return RequestRecord(
-            request_id=req.request_id, request_class=req.request_class, arrival=req.arrival,
-            prompt_tokens=req.prompt_tokens, output_tokens=req.output_tokens,
-            generated_tokens=req.generated, status=status,
-            first_token_time=req.first_token_time, finish_time=req.finish_time,
-            ttft=ttft, tpot=tpot, itl_max=req.itl_max, e2e=e2e, deadline=req.deadline,
-            preemptions=req.preemptions, migrations=req.migrations, evictions=req.evictions,
-            instances=";".join(req.instances), slo_met=met,
-            queue_s=req.admit_time - req.arrival,
-        )
+                      e2e, finish_time, req.deadline)
+        return [
+            req.request_id, req.request_class, arrival, req.prompt_tokens, req.output_tokens,
+            req.generated, status, first_token_time, finish_time, ttft, tpot, req.itl_max, e2e,
+            req.deadline, req.preemptions, req.migrations, req.evictions,
+            ";".join(req.instances), met, req.admit_time - arrival,
+        ]
 
     def _ceiling(self) -> float:
         """Latest end: the window (or, once known, the last arrival) plus the drain allowance."""
@@ -262,7 +266,7 @@ class Simulation:
             self.progress(end)
         for req in self.cluster.finalize(end):
             req_status = UNFINISHED
-            self.request_records.append(self._record(req, req_status))
+            self.request_records.append(self._record_values(req, req_status))
             self.terminal += 1
         self.request_records.sort_by_id()
         return end
