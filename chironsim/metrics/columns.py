@@ -237,14 +237,23 @@ class RowColumns:
     def append(self, row: Mapping[str, object]) -> None:
         if len(row) != len(self._names) or any(name not in row for name in self._names):
             raise ValueError(f"row keys {sorted(row)} are not the columns {self._names}")
-        for i, (name, col) in enumerate(zip(self._names, self._columns)):
-            value = row[name]
-            if isinstance(col, array):
+        self.append_values([row[name] for name in self._names])
+
+    def append_values(self, values: Sequence[object]) -> None:
+        """Append one row given as its values in the schema's column order (no dict to build
+        and check: the timeseries sampler's rows). The values go in as :meth:`append` puts a
+        dict's."""
+        columns = self._columns
+        if len(values) != len(columns):
+            raise ValueError(f"{len(values)} values for the {len(columns)} columns {self._names}")
+        for i, value in enumerate(values):
+            col = columns[i]
+            if type(col) is not list:
                 try:
                     col.append(value)  # type: ignore[arg-type]
                     continue
                 except TypeError:
-                    col = self._columns[i] = list(col)
+                    col = columns[i] = list(col)
             if type(value) is str:
                 value = self._interned.setdefault(value, value)
             col.append(value)

@@ -580,28 +580,32 @@ class Instance:
                     if done._value is PENDING:
                         done.succeed()
 
-                Timeout(env, max(0.0, float(plan.ends[plan.k - 1]) - env.now)).callbacks.append(fire)
+                end = float(plan.ends[plan.k - 1])
+                Timeout(env, max(0.0, end - env.now)).callbacks.append(fire)
                 wake.callbacks.append(fire)
                 yield done
                 self._wake = None
-                if env.now < float(plan.ends[plan.k - 1]):
+                end = float(plan.ends[plan.k - 1])  # a cut while waiting may have shortened it
+                if env.now < end:
                     # Woken mid-stretch: finish the iteration in progress, then re-plan.
                     plan.k = min(plan.k, int(plan.ends.searchsorted(env.now, "left")) + 1)
-            end = float(plan.ends[plan.k - 1])
+                    end = float(plan.ends[plan.k - 1])
+            else:
+                end = float(plan.ends[0])
             if end > env.now:
                 yield env.timeout(end - env.now)
-            self._commit(plan)
+            self._commit(plan, end)
             self._stretch = None
 
-    def _commit(self, plan: Stretch) -> None:
-        """Apply the effects of ``plan.k`` completed iterations."""
+    def _commit(self, plan: Stretch, now: float) -> None:
+        """Apply the effects of ``plan.k`` completed iterations; ``now`` is the last one's end
+        (``plan.ends[plan.k - 1]``, as a float)."""
         k = plan.k
         planned = len(plan.ends)
         if k < planned:
             unused = plan.grown(planned) - plan.grown(k)
             if unused:
                 self.release_growth(unused)
-        now = float(plan.ends[k - 1])
         self.clock = now
         self.step = plan.start_step + k
         self.itl_window.push(self.step - 1, float(plan.durations[k - 1]))
@@ -620,10 +624,11 @@ class Instance:
         itl = self._itl
         if itl is not None and plan.decode_classes:
             self._record_gaps(itl, plan, k)
-        first_end = float(plan.ends[0])
-        for req in plan.resumed:
-            if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
-                req.note_itl(first_end - req.last_token_time)
+        if plan.resumed:
+            first_end = float(plan.ends[0])
+            for req in plan.resumed:
+                if req.phase == rq.DECODING and req.join_step == plan.start_step:  # not re-preempted
+                    req.note_itl(first_end - req.last_token_time)
         for req, n in plan.prefill_chunks:
             req.prefilled += n
             self.tokens_prefilled += n

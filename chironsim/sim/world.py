@@ -154,18 +154,25 @@ class Simulation:
     def _sample(self) -> None:
         """One row per pool: every instance's figures at now, in one pass (no frozen view
         per instance: this runs for the whole cluster every ``sample_interval_s``). Sums go
-        in instance order, so floats add up as they always did."""
+        in instance order, so floats add up as they always did. The row goes to the columns
+        as values in :data:`TIMESERIES_SCHEMA`'s order (no dict per row)."""
         now = self.env.now
-        for name in self.cluster.pools:
+        cluster = self.cluster
+        interval = self.sample_interval_s
+        last = self._tokens_at_last_sample
+        add_row = self.timeseries.append_values
+        global_queues = cluster.global_queues
+        for name in cluster.pools:
             provisioning = loading = ready = draining = fused = 0
             waiting = running = kv_sum = seqs_sum = 0
-            tokens = self.cluster.stopped_tokens[name]
-            for inst in self.cluster.instances[name]:
+            tokens = cluster.stopped_tokens[name]
+            for inst in cluster.instances[name]:
                 inst_running, inst_waiting, kv_used, inst_tokens = inst.occupancy(now)
                 running += inst_running
                 waiting += inst_waiting
                 tokens += inst_tokens
-                fused += 1 if inst.group else 0
+                if inst.group:
+                    fused += 1
                 state = inst.state
                 if state == READY:
                     ready += 1
@@ -177,22 +184,22 @@ class Simulation:
                     loading += 1
                 elif state == DRAINING:
                     draining += 1
-            previous = self._tokens_at_last_sample.get(name, 0)
-            self._tokens_at_last_sample[name] = tokens
-            self.timeseries.append({
-                "time": now,
-                "pool": name,
-                "provisioning": provisioning,
-                "loading": loading,
-                "ready": ready,
-                "draining": draining,
-                "waiting": waiting + len(self.cluster.queues[name]) + self._global_waiting(name),
-                "running": running,
-                "kv_utilization": kv_sum / ready if ready else math.nan,
-                "max_num_seqs": seqs_sum / ready if ready else math.nan,
-                "tokens_per_s": (tokens - previous) / self.sample_interval_s if now > 0 else 0.0,
-                "fused_members": fused,
-            })
+            previous = last.get(name, 0)
+            last[name] = tokens
+            waiting += len(cluster.queues[name])
+            if global_queues:
+                waiting += self._global_waiting(name)
+            add_row((
+                now,                                                     # time
+                name,                                                    # pool
+                provisioning, loading, ready, draining,
+                waiting,
+                running,
+                kv_sum / ready if ready else math.nan,                   # kv_utilization
+                seqs_sum / ready if ready else math.nan,                 # max_num_seqs
+                (tokens - previous) / interval if now > 0 else 0.0,      # tokens_per_s
+                fused,                                                   # fused_members
+            ))
 
     def _global_waiting(self, pool: str) -> int:
         """Global-queue requests are attributed to the first pool serving their class."""
