@@ -77,12 +77,18 @@ class RequestColumns:
                                    run_rows, block_rows)
         return self._spill
 
-    def _numpy_columns(self, release: bool = False) -> dict[str, np.ndarray]:
+    def _numpy_columns(self, release: bool = False, order: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each column as a numpy array of its own (rows in ``order`` if given); ``release``
+        empties the buffers as it goes, so that the table and the buffers never coexist whole."""
         data = {}
         for i, (name, col) in enumerate(zip(self._names, self._columns)):
             values = (np.frombuffer(col, dtype=col.typecode) if isinstance(col, array)
                       else np.array(col, dtype=object))
-            data[name] = values.copy() if isinstance(col, array) else values
+            # never the typed array's own buffer, which grows: a copy, or the reordered rows
+            if order is not None:
+                data[name] = values[order]
+            else:
+                data[name] = values.copy() if isinstance(col, array) else values
             if release:
                 del values
                 self._columns[i] = array(col.typecode) if isinstance(col, array) else []
@@ -192,19 +198,8 @@ class RequestColumns:
             data = {n: np.concatenate([b[n] for b in batches]) for n in self._names}
             return conform(pd.DataFrame(data, columns=self._names, copy=False), self._schema,
                            "requests")
-        order = self._row_order()
-        data = {}
-        for i, (name, col) in enumerate(zip(self._names, self._columns)):
-            values = (np.frombuffer(col, dtype=col.typecode) if isinstance(col, array)
-                      else np.array(col, dtype=object))
-            # a copy either way: the frame must not share the arrays' buffers, which grow
-            data[name] = values.copy() if order is None else values[order]
-            if release:
-                del values
-                self._columns[i] = array(col.typecode) if isinstance(col, array) else []
-                del col
+        data = self._numpy_columns(release, self._row_order())
         if release:
-            self._appends = [col.append for col in self._columns]
             self._order = None
             self._interned.clear()
         # copy=False: the arrays above are fresh; conform makes the one consolidated copy
