@@ -18,13 +18,14 @@ REPORT.md. Runs go one at a time in this process (``--workers N`` runs K2 in a p
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from chironsim.experiments.stages import run_stages
 
 HERE = Path(__file__).resolve().parent
 FIGURES = HERE / "figures"
@@ -359,19 +360,13 @@ STAGES: dict[str, Callable[[], pd.DataFrame]] = {"k1": stage_k1, "k2": stage_k2,
                                                   "figures": stage_figures}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=sorted(STAGES), action="append",
-                        help="stage to run (repeatable); default: all")
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
+def _set_workers(workers: int) -> None:
     global WORKERS
-    WORKERS = args.workers
-    for name in args.stage or list(STAGES):
-        print(f"stage {name}", flush=True)
-        started = time.perf_counter()
-        STAGES[name]()
-        print(f"stage {name}: {time.perf_counter() - started:.0f} s", flush=True)
+    WORKERS = workers
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stages(STAGES, __doc__.split("\n\n")[0], 1, _set_workers, argv)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ what was and was not run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from chironsim.experiments.stages import run_stages
 
 HERE = Path(__file__).resolve().parent
 FIGURES = HERE / "figures"
@@ -364,17 +365,13 @@ STAGES: dict[str, Callable[[], pd.DataFrame]] = {"l1": stage_l1, "mixes": stage_
                                                   "figures": stage_figures}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=sorted(STAGES), action="append",
-                        help="stage to run (repeatable); default: all")
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
+def _set_workers(workers: int) -> None:
     global WORKERS
-    WORKERS = args.workers
-    for name in args.stage or list(STAGES):
-        print(f"stage {name}", flush=True)
-        STAGES[name]()
+    WORKERS = workers
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stages(STAGES, __doc__.split("\n\n")[0], 2, _set_workers, argv)
 
 
 if __name__ == "__main__":
