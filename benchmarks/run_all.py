@@ -85,6 +85,11 @@ def _synthetic(name: str, requests: int, days: float, quick: bool | float) -> di
 
     The sine's mean is the run's mean rate and its trough half of it, so the autoscaler moves
     through the day. The pool starts with 4 instances (what the mean rate needs, with room).
+    The engine has 64 seats (``max_num_seqs``), a latency-tuned deployment as in the Chiron
+    experiment's baselines: the autoscaler's metric is seats in use ÷ seats, and with vLLM's
+    default 256 a pool serving this load at good latency sits near 0.1 of its seats, so the HPA
+    rule shrinks it to one instance, which then overloads and grows again (the week started
+    8,590 instances that way, 7 → 1 within five minutes of the start).
     ``quick`` is True for the first hour, or a number of simulated seconds to stop at.
     """
     duration = days * DAY_S
@@ -103,7 +108,7 @@ def _synthetic(name: str, requests: int, days: float, quick: bool | float) -> di
         "name": name, "seed": 0, "duration_s": duration, "sample_interval_s": 10,
         "classes": {"interactive": {"priority": 0, "slo": {"ttft": 2.0, "tpot": 0.1}}},
         "workload": {"streams": [stream]},
-        "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm",
+        "cluster": {"model": "llama-3-8b", "gpu": "h100-sxm", "engine": {"max_num_seqs": 64},
                     "pools": {"default": {"instances": 4}}},
         "policy": {"kind": "reactive", "metric": "utilization", "target": 0.6,
                    "interval_s": 15, "scale_down_stabilization_s": 60, "cooldown_s": 30,
