@@ -44,7 +44,7 @@ from scipy.optimize import least_squares, minimize_scalar
 from chironsim.catalog import GPU, get_gpu
 from chironsim.errors import ChironError
 from chironsim.perf.comm import ALL_REDUCE, CommModel
-from chironsim.perf.comm_fit import comm_errors, fit_comm, predict_comm
+from chironsim.perf.comm_fit import comm_errors, comm_floors, fit_comm, predict_comm
 from chironsim.perf.efficiency import ELEMENTWISE_KINDS, Efficiency
 from chironsim.perf.profiles import ELEMENTWISE_OPS, GEMM_OPS, Profiles, read_profiles
 from chironsim.perf.reference import reference_cases, replay_seconds
@@ -474,7 +474,8 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
         kinds = {k: v for k, v in kinds.items() if not k.startswith("gemm")}
         notes.append("no element-wise timings: element-wise factors kept from the shipped default")
 
-    comm = fit_comm(reduces, gpu) if len(reduces) else None
+    floors = comm_floors(reduces) if len(reduces) else {}
+    comm = fit_comm(reduces, gpu, floors) if len(reduces) else None
     if comm is None or not comm.curves:
         comm = None
         notes.append("no all-reduce or send/recv timings: communication priced by the transfer rule")
@@ -514,7 +515,7 @@ def calibrate_gpu(profiles: Profiles, gpu: GPU, overhead_s: float | None = None,
     return GPUCalibration(
         gpu=gpu.name, efficiency=efficiency, comm=comm, files=tuple(p.name for p in profiles.files),
         group_errors=_group_table(points), tp_errors=_tp_table(points),
-        comm_errors=comm_errors(comm, reduces) if comm is not None else pd.DataFrame(),
+        comm_errors=comm_errors(comm, reduces, floors) if comm is not None else pd.DataFrame(),
         gemm_errors=gemm_errors, heldout_errors=heldout, ablation=ablation, elementwise_errors=elementwise_errors,
         reference_checks=references, notes=tuple(notes), ablation_groups=ablation_groups,
     )

@@ -200,15 +200,17 @@ def _candidates(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray,
     return found
 
 
-def fit_curve(sizes: np.ndarray, seconds: np.ndarray) -> CommCurve:
+def fit_curve(sizes: np.ndarray, seconds: np.ndarray,
+              floor: tuple[float, np.ndarray] | None = None) -> CommCurve:
     """Among the candidates (`_candidates`) on knot grids of 4, 8 and 16 per decade, the one
     with the lowest sum of decade median errors (every decade counts the same; sums within
     half a percentage point count as equal and the fewer knots win). Not the lowest worst
     decade: where a decade holds one outlying point (the 2 KB first size of a sweep at 2-4x
     the next size's time), matching it would lift the whole latency regime above the next
-    decade's measurements (sizes increasing)."""
+    decade's measurements (sizes increasing). ``floor``: ``monotone_floor`` of these points,
+    if already computed."""
     decade = decades(sizes)
-    floor = monotone_floor(sizes, seconds)
+    floor = floor if floor is not None else monotone_floor(sizes, seconds)
     fits = []
     for per_decade in KNOT_GRIDS:
         knot_sizes = knots(sizes, per_decade)
@@ -221,15 +223,31 @@ def fit_curve(sizes: np.ndarray, seconds: np.ndarray) -> CommCurve:
     return CommCurve(tuple(float(k) for k in knot_sizes), tuple(float(f"{t:.6g}") for t in best))
 
 
-def fit_comm(frame: pd.DataFrame, gpu: GPU) -> CommModel:
+Floors = dict[tuple[str, int, int], tuple[float, np.ndarray]]
+_KEYS = ["collective", "workers", "devices_per_node"]
+
+
+def _profiles(frame: pd.DataFrame):
+    """(key, sizes, seconds) of every (collective, workers, GPUs per node), sizes increasing."""
+    for (collective, workers, per_node), data in frame.groupby(_KEYS):
+        data = data.sort_values("size")
+        yield ((collective, int(workers), int(per_node)), data["size"].to_numpy(dtype=float),
+               data["seconds"].to_numpy(dtype=float))
+
+
+def comm_floors(frame: pd.DataFrame) -> Floors:
+    """``monotone_floor`` of every profile in ``frame``, computed once for the fit and the
+    error table (1-2 s for the shared profiles)."""
+    return {key: monotone_floor(sizes, seconds) for key, sizes, seconds in _profiles(frame)}
+
+
+def fit_comm(frame: pd.DataFrame, gpu: GPU, floors: Floors | None = None) -> CommModel:
     """Curves for every (collective, workers, GPUs per node) with >= 8 measured sizes."""
     curves = {}
-    for (collective, workers, per_node), data in frame.groupby(["collective", "workers", "devices_per_node"]):
-        if len(data) < 8 or workers < 2:
+    for key, sizes, seconds in _profiles(frame):
+        if len(sizes) < 8 or key[1] < 2:
             continue
-        data = data.sort_values("size")
-        curves[(collective, int(workers), int(per_node))] = fit_curve(
-            data["size"].to_numpy(dtype=float), data["seconds"].to_numpy(dtype=float))
+        curves[key] = fit_curve(sizes, seconds, (floors or {}).get(key))
     return CommModel(gpu.name, gpu.link_bytes_per_s, curves)
 
 
@@ -244,21 +262,16 @@ def predict_comm(model: CommModel, frame: pd.DataFrame) -> np.ndarray:
     return predicted
 
 
-def comm_errors(model: CommModel, frame: pd.DataFrame) -> pd.DataFrame:
+def comm_errors(model: CommModel, frame: pd.DataFrame, floors: Floors | None = None) -> pd.DataFrame:
     """Median absolute error (%) per (collective, workers, GPUs per node) and size decade, the
     worst decade, and ``floor_pct``: the lowest worst-decade error any non-decreasing curve
-    reaches on the same points (monotone_floor)."""
+    reaches on the same points (monotone_floor; ``floors`` if already computed)."""
     err = np.abs(predict_comm(model, frame) / frame["seconds"].to_numpy() - 1.0) * 100.0
     data = frame.assign(err=err, decade=decades(frame["size"].to_numpy(dtype=float)).astype(int))
-    keys = ["collective", "workers", "devices_per_node"]
-    table = data.pivot_table(index=keys, columns="decade", values="err", aggfunc="median")
+    table = data.pivot_table(index=_KEYS, columns="decade", values="err", aggfunc="median")
     table.columns = [f"1e{c}_pct" for c in table.columns]
-    table["all_pct"] = data.groupby(keys)["err"].median()
+    table["all_pct"] = data.groupby(_KEYS)["err"].median()
     table["worst_decade_pct"] = table[[c for c in table.columns if c.startswith("1e")]].max(axis=1)
-    floors = {}
-    for key, group in data.groupby(keys):
-        group = group.sort_values("size")
-        floors[key] = 100.0 * monotone_floor(group["size"].to_numpy(dtype=float),
-                                             group["seconds"].to_numpy(dtype=float))[0]
-    table["floor_pct"] = pd.Series(floors)
+    floors = floors if floors is not None else comm_floors(frame)
+    table["floor_pct"] = pd.Series({key: 100.0 * eps for key, (eps, _) in floors.items()})
     return table.reset_index()
