@@ -63,11 +63,6 @@ class KVCopy:
         object.__setattr__(self, "_per_block",
                            self.block_bytes / self.tp / self.bandwidth if self.bandwidth else 0.0)
 
-    @property
-    def seconds_per_block(self) -> float | None:
-        """At a fixed bandwidth, the seconds of one block (a copy of n costs n times it)."""
-        return self._per_block if self.bandwidth else None
-
     def seconds(self, blocks: int) -> float:
         if self.comm is None:
             return blocks * self._per_block
