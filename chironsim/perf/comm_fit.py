@@ -1,29 +1,34 @@
 """Fit communication curves (chironsim/perf/comm.py) to measured NCCL timings, and bound how
 well any such curve can fit them.
 
-A curve is continuous and non-decreasing in message size, with knots at quarter decades; its
-knot times are fitted by linear programming to minimise the absolute relative error with each
-size decade weighted equally (`lp_curve`).
+A curve is continuous and non-decreasing in message size, with knots at fractions of a decade;
+its knot times are fitted by linear programming to minimise the absolute relative error with
+each size decade weighted equally (`lp_curve`).
 
 Small-message timings in Vidur's profiles are noisy in a way no non-decreasing curve can
 follow: at 8 GPUs on one node the medians of neighbouring sizes jump between two modes
 (e.g. 20 and 37 us on H100), and the first size of a sweep (2 KB) sometimes takes 2-4x as
-long as the next one (10 KB). `monotone_floor` computes, exactly, the smallest worst-decade
-median error that *any* non-decreasing function of size can reach on a profile -- the floor
-set by the data, not by the model form -- and the points such a best function passes within
-it. The fit tries three candidates and keeps the one with the lowest worst-decade median
-error: the plain LP fit; trimmed refits that follow the majority mode of each decade; and
-the LP fitted to the floor's points only (it follows whichever mode keeps every decade's
-median lowest). The calibration report prints the floor beside the fitted curve's error, so
-a decade that misses a target says whether the model or the measurement is to blame.
+long as the next one (10 KB). Two exact bounds say what the data allows:
+`monotone_floor`, the smallest worst-decade median error that *any* non-decreasing function
+of size can reach; and `decade_plan`, the fewest decades any such function must leave above
+the per-decade target (DECADE_TARGET, 10 %) and how low each of those can come. The fit
+tries L1 candidates (the plain fit, trimmed refits that follow each decade's majority mode,
+the fit held to the floor's points) and, where none leaves as few decades over the target as
+the plan allows, a mixed-integer fit that holds the plan's decades under it
+(`holding_curve`). The calibration report prints both bounds beside each curve's errors, so a
+decade that misses the target says whether the model or the measurement is to blame.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.optimize import linprog
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from chironsim.catalog import GPU
 from chironsim.errors import ChironError
@@ -35,6 +40,11 @@ _SIMPLER_WITHIN = 0.005  # sums of decade errors within 0.5 points of the lowest
 _TRIM_KEEP = 0.6  # a trimmed refit keeps the best-fitting 60 % of each decade
 _FLOOR_SLACK = (1.01, 1.1, 1.25, 1.5)
 _FLOOR_BISECTIONS = 30  # relative precision of the floor: 2**-30
+DECADE_TARGET = 0.10  # issue 11: median absolute error <= 10 % in every size decade
+_HELD_TOLERANCE = 0.099  # a held decade's points: just under the target, so its median clears it
+_HELD_GRIDS = (16, 32)  # knots per decade tried, coarsest first, for a curve holding decades
+_LEAST_SLACK = 1.02  # a free decade is held within this factor of its least error
+_MILP_NODES = 20_000  # branch-and-bound nodes per holding fit: a deterministic limit, unlike time
 
 
 def decades(sizes: np.ndarray) -> np.ndarray:
@@ -134,16 +144,20 @@ def _decade_chain(seconds: np.ndarray, eps: float, level: float, need: int) -> t
     return end, chosen
 
 
-def _chain(sizes: np.ndarray, seconds: np.ndarray, eps: float) -> np.ndarray | None:
+def _chain(sizes: np.ndarray, seconds: np.ndarray, eps: float | dict[float, float | None]) -> np.ndarray | None:
     """Points a non-decreasing function can pass within ``eps`` of, a majority of every decade
-    (None if no such function exists). Decades are taken in order, each ending as low as it can,
-    which never hurts the next one."""
+    (None if no such function exists). ``eps`` is one tolerance for every decade, or one per
+    decade, None leaving that decade free (no point need be near). Decades are taken in order,
+    each ending as low as it can, which never hurts the next one."""
     decade = decades(sizes)
     keep = np.zeros(len(sizes), dtype=bool)
     level = 0.0
     for d in np.unique(decade):
+        tolerance = eps.get(d) if isinstance(eps, dict) else eps
+        if tolerance is None:
+            continue
         idx = np.flatnonzero(decade == d)
-        level, chosen = _decade_chain(seconds[idx], eps, level, _majority(len(idx)))
+        level, chosen = _decade_chain(seconds[idx], tolerance, level, _majority(len(idx)))
         if chosen is None:
             return None
         keep[idx[chosen]] = True
@@ -168,6 +182,108 @@ def monotone_floor(sizes: np.ndarray, seconds: np.ndarray) -> tuple[float, np.nd
         else:
             hi, best = mid, keep
     return hi, best
+
+
+@dataclass(frozen=True)
+class DecadePlan:
+    """What a profile's data allows against a per-decade target (DECADE_TARGET).
+
+    held: the largest set of size decades that some non-decreasing function of size keeps at
+    median error <= target all at once (of several such sets, the one whose other decades can
+    come lowest). least: for every other decade, the lowest median error it can reach while the
+    held ones stay at the target (decades in order, each with the earlier ones at theirs). No
+    non-decreasing curve has fewer decades above the target than ``len(least)``; both are
+    necessary conditions (the majority test of `_majority`), so they bound every curve from
+    below."""
+
+    held: frozenset[float]
+    least: dict[float, float]
+
+    @property
+    def over_target(self) -> int:
+        return len(self.least)
+
+
+def _least_error(sizes: np.ndarray, seconds: np.ndarray, fixed: dict[float, float | None], decade: float) -> float:
+    """Lowest tolerance of ``decade`` that leaves ``fixed`` (per-decade tolerances) feasible."""
+    lo, hi = 0.0, 1.0
+    while _chain(sizes, seconds, {**fixed, decade: hi}) is None:
+        lo, hi = hi, 2 * hi
+    for _ in range(_FLOOR_BISECTIONS):
+        mid = 0.5 * (lo + hi)
+        if _chain(sizes, seconds, {**fixed, decade: mid}) is None:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def decade_plan(sizes: np.ndarray, seconds: np.ndarray, target: float = DECADE_TARGET) -> DecadePlan:
+    """The `DecadePlan` of one profile (sizes increasing): subsets of decades are tried from the
+    largest down with the exact chain test of `monotone_floor`."""
+    all_decades = [float(d) for d in np.unique(decades(sizes))]
+    for count in range(len(all_decades), -1, -1):
+        plans = []
+        for held in itertools.combinations(all_decades, count):
+            tolerances: dict[float, float | None] = {d: (target if d in held else None) for d in all_decades}
+            if _chain(sizes, seconds, tolerances) is None:
+                continue
+            least = {}
+            for d in [d for d in all_decades if d not in held]:
+                least[d] = _least_error(sizes, seconds, tolerances, d)
+                tolerances[d] = least[d]
+            plans.append(DecadePlan(frozenset(held), least))
+        if plans:
+            return min(plans, key=lambda p: (max(p.least.values(), default=0.0), sum(p.least.values())))
+    raise AssertionError("the empty set of decades is always feasible")
+
+
+def holding_curve(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray, weights: np.ndarray,
+                  tolerances: dict[float, float]) -> np.ndarray | None:
+    """Knot times (seconds, non-decreasing) minimising sum(w |pred/measured - 1|) while, in each
+    decade of ``tolerances``, more than half of the points lie within its tolerance (so the
+    decade's median error does, for odd and even counts alike): a mixed-integer program with one
+    binary per such point (HiGHS, at most _MILP_NODES nodes). None if it is infeasible on these
+    knots or not solved to optimality within the node limit."""
+    n, m = len(knot_sizes), len(sizes)
+    decade = decades(sizes)
+    held = np.flatnonzero(np.isin(decade, list(tolerances)))
+    h = len(held)
+    ratio = sparse.csr_matrix(basis(knot_sizes, sizes) / seconds[:, None] * _US)  # pred / measured per knot-us
+    top = 2.0 * float(seconds.max()) / _US  # knot times bounded, for a finite big-M
+    big = top * _US / seconds[held] + 1.0
+    tol = np.array([tolerances[d] for d in decade[held]])
+
+    def zeros(rows: int, cols: int) -> sparse.csr_matrix:
+        return sparse.csr_matrix((rows, cols))
+
+    steps = sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
+                               (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
+                              shape=(n - 1, n))
+    at_held = ratio[held]
+    rows = [
+        sparse.hstack([ratio, -sparse.eye(m), zeros(m, h)]),  # pred/t - 1 <= e
+        sparse.hstack([-ratio, -sparse.eye(m), zeros(m, h)]),  # 1 - pred/t <= e
+        sparse.hstack([steps, zeros(n - 1, m + h)]),  # non-decreasing knots
+        sparse.hstack([at_held, zeros(h, m), sparse.diags(big)]),  # z=1: pred/t <= 1 + tol
+        sparse.hstack([-at_held, zeros(h, m), sparse.eye(h)]),  # z=1: pred/t >= 1 - tol
+    ]
+    upper = [np.ones(m), -np.ones(m), np.zeros(n - 1), 1.0 + tol + big, tol]
+    lower = [np.full(len(u), -np.inf) for u in upper]
+    for d in tolerances:
+        members = np.flatnonzero(decade[held] == d)
+        rows.append(sparse.csr_matrix((np.ones(len(members)), (np.zeros(len(members)), n + m + members)),
+                                      shape=(1, n + m + h)))
+        lower.append(np.array([len(members) // 2 + 1.0]))
+        upper.append(np.array([np.inf]))
+    result = milp(np.r_[np.zeros(n), weights, np.zeros(h)],
+                  constraints=LinearConstraint(sparse.vstack(rows).tocsr(), np.concatenate(lower), np.concatenate(upper)),
+                  integrality=np.r_[np.zeros(n + m), np.ones(h)],
+                  bounds=Bounds(np.r_[np.full(n, 0.1), np.zeros(m + h)], np.r_[np.full(n, top), np.full(m, np.inf), np.ones(h)]),
+                  options={"node_limit": _MILP_NODES})
+    if result.status != 0 or result.x is None:
+        return None
+    return np.maximum.accumulate(result.x[:n]) * _US
 
 
 def _candidates(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray,
@@ -200,30 +316,77 @@ def _candidates(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray,
     return found
 
 
-def fit_curve(sizes: np.ndarray, seconds: np.ndarray,
-              floor: tuple[float, np.ndarray] | None = None) -> CommCurve:
-    """Among the candidates (`_candidates`) on knot grids of 4, 8 and 16 per decade, the one
-    with the lowest sum of decade median errors (every decade counts the same; sums within
-    half a percentage point count as equal and the fewer knots win). Not the lowest worst
-    decade: where a decade holds one outlying point (the 2 KB first size of a sweep at 2-4x
-    the next size's time), matching it would lift the whole latency regime above the next
-    decade's measurements (sizes increasing). ``floor``: ``monotone_floor`` of these points,
-    if already computed."""
+class DataFloor(NamedTuple):
+    """What no non-decreasing curve can beat on one profile: ``eps`` and ``points`` from
+    `monotone_floor`, ``plan`` from `decade_plan`."""
+
+    eps: float
+    points: np.ndarray
+    plan: DecadePlan
+
+
+def data_floor(sizes: np.ndarray, seconds: np.ndarray) -> DataFloor:
+    return DataFloor(*monotone_floor(sizes, seconds), decade_plan(sizes, seconds))
+
+
+def _holding_candidates(sizes: np.ndarray, seconds: np.ndarray, plan: DecadePlan):
+    """(knot sizes, knot times) of the `holding_curve` fit that keeps the plan's held decades
+    under the target and its other decades within _LEAST_SLACK of their least error, on the
+    coarsest knot grid of _HELD_GRIDS that can (none if neither can). Coarser grids were tried
+    on the shared profiles: they cannot follow A100 8-GPU timings, and proving that takes the
+    solver longer than solving on a finer grid."""
     decade = decades(sizes)
-    floor = floor if floor is not None else monotone_floor(sizes, seconds)
+    weights = 1.0 / pd.Series(decade).map(pd.Series(decade).value_counts()).to_numpy(dtype=float)
+    tolerances = {d: _HELD_TOLERANCE for d in plan.held}
+    tolerances.update({d: e * _LEAST_SLACK + 1e-4 for d, e in plan.least.items()})
+    for per_decade in _HELD_GRIDS:
+        knot_sizes = knots(sizes, per_decade)
+        curve = holding_curve(knot_sizes, sizes, seconds, weights, tolerances)
+        if curve is not None:
+            return [(knot_sizes, curve)]
+    return []
+
+
+def fit_curve(sizes: np.ndarray, seconds: np.ndarray, floor: DataFloor | None = None,
+              target: float = DECADE_TARGET) -> CommCurve:
+    """The candidate curve (`_candidates` on knot grids of 4, 8 and 16 per decade) with, in
+    order: the fewest size decades whose median error exceeds ``target``; among those, the
+    lowest error of the worst such decade (within half a point); then the lowest sum of decade
+    median errors (every decade counts the same; sums within half a point count as equal and
+    the fewer knots win). Where no such candidate has as few decades over the target as the data
+    allows (``floor.plan``, `decade_plan`), the `holding_curve` fits of that plan join them.
+
+    A decade left over the target is one the data forces there: typically a lone outlying
+    point (the 2 KB first size of a sweep at 2-4x the next size's time), which a curve could
+    only match by lifting the whole latency regime above the next decade's measurements (sizes
+    increasing). ``floor``: ``data_floor`` of these points, if already computed."""
+    decade = decades(sizes)
+    floor = floor if floor is not None else data_floor(sizes, seconds)
     fits = []
+
+    def consider(knot_sizes: np.ndarray, candidate: np.ndarray) -> None:
+        errors = decade_errors(basis(knot_sizes, sizes) @ candidate, seconds, decade)
+        over = errors[errors > target]
+        fits.append((int(len(over)), float(over.max()) if len(over) else 0.0, float(errors.max()),
+                     float(errors.sum()), len(knot_sizes), knot_sizes, candidate))
+
     for per_decade in KNOT_GRIDS:
         knot_sizes = knots(sizes, per_decade)
-        at_points = basis(knot_sizes, sizes)
-        for candidate in _candidates(knot_sizes, sizes, seconds, floor):
-            errors = decade_errors(at_points @ candidate, seconds, decade)
-            fits.append((float(errors.max()), float(errors.sum()), len(knot_sizes), knot_sizes, candidate))
-    lowest = min(fit[1] for fit in fits)
-    *_, knot_sizes, best = min((f for f in fits if f[1] <= lowest + _SIMPLER_WITHIN), key=lambda f: (f[2], f[0]))
+        for candidate in _candidates(knot_sizes, sizes, seconds, (floor.eps, floor.points)):
+            consider(knot_sizes, candidate)
+    if min(f[0] for f in fits) > floor.plan.over_target:
+        for knot_sizes, candidate in _holding_candidates(sizes, seconds, floor.plan):
+            consider(knot_sizes, candidate)
+    fewest = min(f[0] for f in fits)
+    fits = [f for f in fits if f[0] == fewest]
+    least_over = min(f[1] for f in fits)
+    fits = [f for f in fits if f[1] <= least_over + _SIMPLER_WITHIN]
+    lowest = min(f[3] for f in fits)
+    *_, knot_sizes, best = min((f for f in fits if f[3] <= lowest + _SIMPLER_WITHIN), key=lambda f: (f[4], f[2]))
     return CommCurve(tuple(float(k) for k in knot_sizes), tuple(float(f"{t:.6g}") for t in best))
 
 
-Floors = dict[tuple[str, int, int], tuple[float, np.ndarray]]
+Floors = dict[tuple[str, int, int], DataFloor]
 _KEYS = ["collective", "workers", "devices_per_node"]
 
 
@@ -236,9 +399,9 @@ def _profiles(frame: pd.DataFrame):
 
 
 def comm_floors(frame: pd.DataFrame) -> Floors:
-    """``monotone_floor`` of every profile in ``frame``, computed once for the fit and the
-    error table (1-2 s for the shared profiles)."""
-    return {key: monotone_floor(sizes, seconds) for key, sizes, seconds in _profiles(frame)}
+    """``data_floor`` of every profile in ``frame``, computed once for the fit and the error
+    table."""
+    return {key: data_floor(sizes, seconds) for key, sizes, seconds in _profiles(frame)}
 
 
 def fit_comm(frame: pd.DataFrame, gpu: GPU, floors: Floors | None = None) -> CommModel:
@@ -264,8 +427,12 @@ def predict_comm(model: CommModel, frame: pd.DataFrame) -> np.ndarray:
 
 def comm_errors(model: CommModel, frame: pd.DataFrame, floors: Floors | None = None) -> pd.DataFrame:
     """Median absolute error (%) per (collective, workers, GPUs per node) and size decade, the
-    worst decade, and ``floor_pct``: the lowest worst-decade error any non-decreasing curve
-    reaches on the same points (monotone_floor; ``floors`` if already computed)."""
+    worst decade, and what the data allows (``floors`` if already computed): ``floor_pct``, the
+    lowest worst-decade error any non-decreasing curve reaches on the same points
+    (`monotone_floor`); ``over_10pct``, the decades the curve leaves above DECADE_TARGET, beside
+    ``fewest_over_10pct``, the fewest any non-decreasing curve can (`decade_plan`), and
+    ``least_over_pct``, the lowest error the worst of those can reach while the others stay
+    under the target (0 where none need exceed it)."""
     err = np.abs(predict_comm(model, frame) / frame["seconds"].to_numpy() - 1.0) * 100.0
     data = frame.assign(err=err, decade=decades(frame["size"].to_numpy(dtype=float)).astype(int))
     table = data.pivot_table(index=_KEYS, columns="decade", values="err", aggfunc="median")
@@ -273,5 +440,9 @@ def comm_errors(model: CommModel, frame: pd.DataFrame, floors: Floors | None = N
     table["all_pct"] = data.groupby(_KEYS)["err"].median()
     table["worst_decade_pct"] = table[[c for c in table.columns if c.startswith("1e")]].max(axis=1)
     floors = floors if floors is not None else comm_floors(frame)
-    table["floor_pct"] = pd.Series({key: 100.0 * eps for key, (eps, _) in floors.items()})
+    table["floor_pct"] = pd.Series({key: 100.0 * floor.eps for key, floor in floors.items()})
+    table["over_10pct"] = (table[[c for c in table.columns if c.startswith("1e")]] > 100.0 * DECADE_TARGET).sum(axis=1)
+    table["fewest_over_10pct"] = pd.Series({key: floor.plan.over_target for key, floor in floors.items()})
+    table["least_over_pct"] = pd.Series({key: 100.0 * max(floor.plan.least.values(), default=0.0)
+                                         for key, floor in floors.items()})
     return table.reset_index()
