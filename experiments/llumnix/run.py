@@ -274,14 +274,16 @@ L4_PROVISION = 30.0
 L4_COLD_SWEEP = (0.0, 120.0)
 
 
-def l4_jobs(knobs=None, cold=L4_COLD_SWEEP, seeds=serving.SEEDS, mix=L4_MIX, **scenario_kw):
+def l4_jobs(knobs=None, cold=L4_COLD_SWEEP, seeds=serving.SEEDS, mix=L4_MIX, keep_as="l4", **scenario_kw):
+    """Every L4 run; the first seed at each policy's default knob keeps its timeseries as
+    ``results/<keep_as>_<policy>_k<knob>_p<provisioning>_s<seed>.parquet`` for the figures."""
     knobs = knobs or L4_KNOBS
     points = [(p, k, L4_PROVISION) for p, ks in knobs.items() for k in ks]
     points += [(p, L4_DEFAULT_KNOB[p], c) for p in knobs for c in cold]
     jobs = []
     for p, k, c in points:
         for seed in seeds:
-            keep = (str(RESULTS / f"l4_{p}_k{k:g}_p{c:g}_s{seed}.parquet")
+            keep = (str(RESULTS / f"{keep_as}_{p}_k{k:g}_p{c:g}_s{seed}.parquet")
                     if seed == seeds[0] and k == L4_DEFAULT_KNOB[p] else None)
             jobs.append(({"mix": mix, "policy": p, "knob": k, "provision_s": c, "seed": seed},
                          serving.l4_scenario(mix, p, k, c, seed, **scenario_kw), keep))
@@ -293,9 +295,9 @@ def stage_l4() -> pd.DataFrame:
 
 
 def stage_l4steep() -> pd.DataFrame:
-    """The same grid under the steeper step (peak 9 req/s), the first one run."""
-    jobs = [(t, c, None) for t, c, _k in l4_jobs(rates=serving.STEP_RATES_STEEP)]
-    return run_jobs(jobs, HERE / "l4_steep.csv")
+    """The same grid under the steeper step (peak 9 req/s), the first one run; its kept
+    timeseries draw figures/l4_instances_steep.png."""
+    return run_jobs(l4_jobs(rates=serving.STEP_RATES_STEEP, keep_as="l4steep"), HERE / "l4_steep.csv")
 
 
 def stage_figures() -> pd.DataFrame:
@@ -340,18 +342,22 @@ def stage_figures() -> pd.DataFrame:
     fig.savefig(FIGURES / "l2_ttft_cv.png", dpi=110)
     plt.close(fig)
 
-    kept = sorted(RESULTS.glob("l4_*_p30_s1.parquet"))
-    if kept:
+    for prefix, png, load in (("l4", "l4_instances.png", "the step load"),
+                              ("l4steep", "l4_instances_steep.png", "the steep step")):
+        kept = sorted(RESULTS.glob(f"{prefix}_*_p30_s1.parquet"))
+        if not kept:
+            continue
         fig, ax = plt.subplots(figsize=(8, 3.6))
         for path in kept:
             ts = pd.read_parquet(path)
-            ax.step(ts.time, ts.ready + ts.draining, where="post", label=path.stem[3:].rsplit("_p30", 1)[0])
+            ax.step(ts.time, ts.ready + ts.draining, where="post",
+                    label=path.stem[len(prefix) + 1:].rsplit("_p30", 1)[0])
         ax.set_xlabel("time (s)")
         ax.set_ylabel("instances (ready + draining)")
-        ax.set_title("L4: instances under the step load (seed 1, provisioning 30 s)")
+        ax.set_title(f"L4: instances under {load} (seed 1, provisioning 30 s)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(FIGURES / "l4_instances.png", dpi=110)
+        fig.savefig(FIGURES / png, dpi=110)
         plt.close(fig)
     return pd.DataFrame()
 
