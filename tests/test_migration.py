@@ -364,3 +364,19 @@ def test_priority_scheduling_switch(priority_scheduling):
                    engine={"max_num_seqs": 1, "priority_scheduling": priority_scheduling})
     order = [r.request_id for r in sorted(sim.request_records, key=lambda r: r.finish_time)]
     assert order == ([0, 2, 1] if priority_scheduling else [0, 1, 2])
+
+
+def test_a_request_that_finishes_during_its_last_live_stage_leaves_no_reservation():
+    """Found by the random test above: the request's last token comes 13 ms before its first
+    live stage's copy ends, which ends the run before any source boundary sees it; the move
+    must still give back the destination's reserved blocks (aborted as 'run ended')."""
+    sim = simulate([RequestSpec(0.5, 16, 158)], [(6.0, Migrate("default-0", "default-1"))],
+                   migration={"bandwidth_gbps": 0.5}, engine={"max_num_seqs": 1},
+                   router=RoundRobinRouter(), kv_blocks=600)
+    (stage,) = events(sim, "migrate_stage")
+    (abort,) = events(sim, "migrate_abort")
+    finish = record(sim, 0).finish_time
+    assert stage["time"] < finish < stage["time"] + float(detail(stage)["seconds"])
+    assert abort["reason"] == "run ended" and abort["time"] == finish
+    assert record(sim, 0).status == "finished" and record(sim, 0).migrations == 0
+    assert_no_reservations(sim)

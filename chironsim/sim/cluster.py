@@ -487,6 +487,7 @@ class Cluster:
         for queue in self.global_queues.values():
             held.extend(queue.drain())
         self.backlog = 0
+        self.migrations.close()
         held.extend(self.migrations.in_transfer.values())  # stopped, their copy under way
         held.extend(self.fusion.held_requests())  # between a drop's park and its fuse
         for inst in self.live_instances():

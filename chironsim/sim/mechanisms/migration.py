@@ -22,7 +22,8 @@ destination's watermark (the code's ``pre_alloc``), and count as used there; dur
 copy the source keeps the request's blocks as a reservation, so a draining source stops only
 once the copy has landed. A move aborts, freeing every reservation, when the destination cannot
 allocate or is no longer ready, or when the request finished, was preempted, swapped or evicted
-on the source during a stage, or did not converge in ``max_stages``. A waiting request is handed
+on the source during a stage, or did not converge in ``max_stages``; one still holding
+a reservation when the run ends aborts then (``run ended``). A waiting request is handed
 over with no KV to copy (v0.1.0's ``migrate_out_waiting_request``). At most ``max_out`` /
 ``max_in`` moves run out of / into an instance at a time (37d8e5ea: one each).
 """
@@ -316,6 +317,17 @@ class MigrationCoordinator:
             move.dst.cancel_reserved(rid)
         self._finish(move)
         self._event(MIGRATE_ABORT, move.src, rid, why, move.detail(stage=move.stage))
+
+    def close(self) -> None:
+        """The run is over: abort every move that still holds a reservation on its destination
+        (a live stage in flight), so that no KV blocks stay reserved in the final state. A
+        request that finished during its last live stage ends a run before the stage does, and
+        no source boundary comes to notice it; a stopped request whose final copy is under way
+        stays in ``in_transfer`` and is reported unfinished."""
+        for moves in list(self._by_source.values()):
+            for move in list(moves):
+                if move.req is not None:
+                    self._abort(move, "run ended")
 
     def _event(self, kind, inst: "Instance | None", rid: int, reason: str, detail: str) -> None:
         self.events.emit(kind, inst.pool if inst else "", inst.instance_id if inst else "",
