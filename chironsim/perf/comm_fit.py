@@ -7,8 +7,8 @@ each size decade weighted equally (`lp_curve`).
 
 Small-message timings in Vidur's profiles are noisy in a way no non-decreasing curve can
 follow: at 8 GPUs on one node the medians of neighbouring sizes jump between two modes
-(e.g. 20 and 37 us on H100), and the first size of a sweep (2 KB) sometimes takes 2-4x as
-long as the next one (10 KB). Two exact bounds say what the data allows:
+(e.g. 20 and 37 us on H100), and the first size of a sweep (2 KB) sometimes takes 1.6-3.8x
+as long as the next one (10 KB). Two exact bounds say what the data allows:
 `monotone_floor`, the smallest worst-decade median error that *any* non-decreasing function
 of size can reach; and `decade_plan`, the fewest decades any such function must leave above
 the per-decade target (DECADE_TARGET, 10 %) and how low each of those can come. The fit
@@ -71,6 +71,13 @@ def basis(knot_sizes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _steps(n: int) -> sparse.csr_matrix:
+    """Rows t[k] - t[k+1] (<= 0 keeps ``n`` knot times non-decreasing)."""
+    return sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
+                              (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
+                             shape=(n - 1, n))
+
+
 def lp_curve(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray, weights: np.ndarray,
              within: np.ndarray | None = None, tolerance: float = 0.0) -> np.ndarray | None:
     """Knot times (seconds, non-decreasing) minimising sum(w |pred/measured - 1|): a linear
@@ -79,9 +86,7 @@ def lp_curve(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray, wei
     n, m = len(knot_sizes), len(sizes)
     scaled = sparse.csr_matrix(basis(knot_sizes, sizes) / seconds[:, None] * _US)
     eye = sparse.eye(m)
-    steps = sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
-                               (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
-                              shape=(n - 1, n))
+    steps = _steps(n)
     rows = [sparse.hstack([scaled, -eye]), sparse.hstack([-scaled, -eye]),
             sparse.hstack([steps, sparse.csr_matrix((n - 1, m))])]
     bounds = [np.ones(m), -np.ones(m), np.zeros(n - 1)]
@@ -257,9 +262,7 @@ def holding_curve(knot_sizes: np.ndarray, sizes: np.ndarray, seconds: np.ndarray
     def zeros(rows: int, cols: int) -> sparse.csr_matrix:
         return sparse.csr_matrix((rows, cols))
 
-    steps = sparse.csr_matrix((np.r_[np.ones(n - 1), -np.ones(n - 1)],
-                               (np.r_[np.arange(n - 1), np.arange(n - 1)], np.r_[np.arange(n - 1), np.arange(1, n)])),
-                              shape=(n - 1, n))
+    steps = _steps(n)
     at_held = ratio[held]
     rows = [
         sparse.hstack([ratio, -sparse.eye(m), zeros(m, h)]),  # pred/t - 1 <= e
@@ -347,17 +350,16 @@ def _holding_candidates(sizes: np.ndarray, seconds: np.ndarray, plan: DecadePlan
     return []
 
 
-def fit_curve(sizes: np.ndarray, seconds: np.ndarray, floor: DataFloor | None = None,
-              target: float = DECADE_TARGET) -> CommCurve:
+def fit_curve(sizes: np.ndarray, seconds: np.ndarray, floor: DataFloor | None = None) -> CommCurve:
     """The candidate curve (`_candidates` on knot grids of 4, 8 and 16 per decade) with, in
-    order: the fewest size decades whose median error exceeds ``target``; among those, the
+    order: the fewest size decades whose median error exceeds DECADE_TARGET; among those, the
     lowest error of the worst such decade (within half a point); then the lowest sum of decade
     median errors (every decade counts the same; sums within half a point count as equal and
     the fewer knots win). Where no such candidate has as few decades over the target as the data
     allows (``floor.plan``, `decade_plan`), the `holding_curve` fits of that plan join them.
 
     A decade left over the target is one the data forces there: typically a lone outlying
-    point (the 2 KB first size of a sweep at 2-4x the next size's time), which a curve could
+    point (the 2 KB first size of a sweep at 1.6-3.8x the next size's time), which a curve could
     only match by lifting the whole latency regime above the next decade's measurements (sizes
     increasing). ``floor``: ``data_floor`` of these points, if already computed."""
     decade = decades(sizes)
@@ -366,7 +368,7 @@ def fit_curve(sizes: np.ndarray, seconds: np.ndarray, floor: DataFloor | None = 
 
     def consider(knot_sizes: np.ndarray, candidate: np.ndarray) -> None:
         errors = decade_errors(basis(knot_sizes, sizes) @ candidate, seconds, decade)
-        over = errors[errors > target]
+        over = errors[errors > DECADE_TARGET]
         fits.append((int(len(over)), float(over.max()) if len(over) else 0.0, float(errors.max()),
                      float(errors.sum()), len(knot_sizes), knot_sizes, candidate))
 
